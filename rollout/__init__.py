@@ -1,0 +1,31 @@
+"""rollout: get a new model, prompt or agent in front of users safely.
+
+The public surface for applications is small: `RolloutClient` to ask for
+variants and report outcomes, the `Assignment` it answers with, and the
+error tree in `rollout.errors`.
+"""
+
+from rollout.client import ClientStats, RolloutClient
+from rollout.domain import Assignment, ErrorCode, Phase, Reason
+from rollout.errors import (
+    FlagNotFoundError,
+    InvalidInputError,
+    InvalidOutcomeError,
+    RolloutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Assignment",
+    "ClientStats",
+    "ErrorCode",
+    "FlagNotFoundError",
+    "InvalidInputError",
+    "InvalidOutcomeError",
+    "Phase",
+    "Reason",
+    "RolloutClient",
+    "RolloutError",
+    "__version__",
+]

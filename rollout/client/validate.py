@@ -1,0 +1,64 @@
+"""Outcome validation: refuse bad input at the door, before anything is buffered."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from rollout.errors import InvalidOutcomeError
+
+MAX_METRICS = 64
+METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Metrics that measure time or money cannot be negative; a negative value is a
+# bug in the caller (a clock going backwards, a refund booked as cost), and one
+# such value would drag a mean far enough to fake or hide a regression.
+NON_NEGATIVE = re.compile(r"(^|_)(latency|duration|elapsed|cost|price|spend|tokens)(_|$)|_(ms|us|ns|s|sec|seconds|usd|eur|cents)$")
+
+
+def validate_metrics(metrics: Any) -> tuple[tuple[str, float], ...]:
+    """(name, value) pairs, or InvalidOutcomeError naming every problem."""
+    if not isinstance(metrics, Mapping):
+        raise InvalidOutcomeError(f"metrics must be a mapping of name to number, got {type(metrics).__name__}")
+    if not metrics:
+        raise InvalidOutcomeError("an outcome needs at least one metric")
+    if len(metrics) > MAX_METRICS:
+        raise InvalidOutcomeError(f"an outcome may carry at most {MAX_METRICS} metrics, got {len(metrics)}")
+    problems: list[str] = []
+    out: list[tuple[str, float]] = []
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not METRIC_NAME.match(name):
+            problems.append(f"metric name {name!r} is not an identifier (letters, digits, _; at most 64)")
+            continue
+        if isinstance(value, bool):
+            value = 1.0 if value else 0.0
+        elif isinstance(value, numbers.Real):
+            try:
+                value = float(value)
+            except (OverflowError, ValueError):
+                problems.append(f"metric {name!r} is too large to store")
+                continue
+        else:
+            problems.append(f"metric {name!r} must be a number, got {type(value).__name__}")
+            continue
+        if not math.isfinite(value):
+            problems.append(f"metric {name!r} must be finite, got {value}")
+        elif value < 0 and NON_NEGATIVE.search(name):
+            problems.append(f"metric {name!r} measures time or cost and cannot be negative, got {value}")
+        else:
+            out.append((name, value))
+    if problems:
+        raise InvalidOutcomeError("; ".join(problems))
+    return tuple(out)
+
+
+def validate_unit(unit_id: Any) -> str:
+    if isinstance(unit_id, int) and not isinstance(unit_id, bool):
+        return str(unit_id)
+    if not isinstance(unit_id, str) or not unit_id:
+        raise InvalidOutcomeError(f"unit_id must be a non-empty string, got {unit_id!r}")
+    if len(unit_id) > 1024:
+        raise InvalidOutcomeError("unit_id is longer than 1024 characters")
+    return unit_id

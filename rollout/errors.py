@@ -1,0 +1,99 @@
+"""Every error `rollout` raises on purpose, in one tree.
+
+    RolloutError                      base of everything below
+    ├── InvalidInputError             the caller's input is wrong; nothing was written
+    │   ├── InvalidOutcomeError       an outcome passed to record() or the HTTP API
+    │   ├── InvalidFlagError          a flag definition (key, variants, strata, percent)
+    │   └── InvalidPlanError          a rollout plan; `.problems` lists every problem
+    ├── NotFoundError                 the thing named does not exist
+    │   └── FlagNotFoundError         no flag with that key (in that namespace)
+    ├── ConflictError                 the state moved under the caller; nothing was written
+    │   ├── FlagExistsError           a flag with that key exists already
+    │   ├── VersionConflictError      compare-and-set on the flag version lost
+    │   └── RolloutActiveError        the flag already has an active rollout
+    └── StoreUnavailableError         the database could not be reached or answered
+
+Two rules hold everywhere:
+
+* Evaluation in an app never raises. `RolloutClient.assign()` answers with the
+  baseline (or the last known state) and says why in `Assignment.reason` and
+  `Assignment.error_code`, in OpenFeature's words.
+* Every `InvalidInputError` is raised before anything changes, so a rejected
+  call leaves the database and the client's buffers as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ConflictError",
+    "FlagExistsError",
+    "FlagNotFoundError",
+    "InvalidFlagError",
+    "InvalidInputError",
+    "InvalidOutcomeError",
+    "InvalidPlanError",
+    "NotFoundError",
+    "RolloutActiveError",
+    "RolloutError",
+    "StoreUnavailableError",
+    "VersionConflictError",
+]
+
+
+class RolloutError(Exception):
+    """Base class of every error raised by `rollout` on purpose."""
+
+
+class InvalidInputError(RolloutError, ValueError):
+    """The caller's input is wrong; nothing was written."""
+
+
+class InvalidOutcomeError(InvalidInputError):
+    """An outcome was refused at the door: bad metric name or value, too many metrics."""
+
+
+class InvalidFlagError(InvalidInputError):
+    """A flag definition is wrong: bad key, variants, strata or allocation."""
+
+
+class InvalidPlanError(InvalidInputError):
+    """A rollout plan is wrong. `problems` holds every problem found, not just the first."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"the plan has {len(self.problems)} problem(s):\n{lines}")
+
+
+class NotFoundError(RolloutError, LookupError):
+    """The thing named does not exist."""
+
+
+class FlagNotFoundError(NotFoundError):
+    """No flag with that key."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        self.key = key
+        super().__init__(f"unknown flag {key!r}" + (f" ({detail})" if detail else ""))
+
+
+class ConflictError(RolloutError):
+    """The state moved under the caller; nothing was written."""
+
+
+class FlagExistsError(ConflictError):
+    """A flag with that key exists already."""
+
+
+class VersionConflictError(ConflictError):
+    """Compare-and-set on the flag version lost: someone else changed the flag first."""
+
+
+class RolloutActiveError(ConflictError):
+    """The flag already has an active rollout; a second one is refused."""
+
+
+class StoreUnavailableError(RolloutError):
+    """The database could not be reached or did not answer."""

@@ -1,0 +1,69 @@
+"""Engines and sessions. Callers own transactions; store functions never commit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rollout.errors import InvalidInputError
+
+DEFAULT_DATABASE_URL = "sqlite:///rollout.db"
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ROLLOUT_DATABASE_URL, else ./rollout.db.
+
+    Plain `postgresql://` URLs are taken to mean psycopg 3, the driver we ship.
+    """
+    url = url or os.environ.get("ROLLOUT_DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInputError(f"not a database URL: {url!r}") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if not (parsed.drivername.startswith("postgresql") or parsed.drivername.startswith("sqlite")):
+        raise InvalidInputError(f"unsupported database {parsed.drivername!r}: use sqlite or postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(url: str | None = None, **kwargs: object) -> Engine:
+    url = database_url(url)
+    if url.startswith("sqlite"):
+        # A writer and a reader (app SDK, flow, CLI) share one file: WAL lets them
+        # proceed together, and busy_timeout waits out a writer instead of failing.
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    with session_factory(engine)() as session, session.begin():
+        yield session
