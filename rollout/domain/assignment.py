@@ -126,8 +126,7 @@ def _compile_stratum(conditions: tuple[Condition, ...]) -> Callable[[Mapping[str
 class CompiledFlag:
     """One flag ready to evaluate. Built once per snapshot; immutable after."""
 
-    __slots__ = ("state", "key", "version", "_prefix", "_matchers", "_arms", "_default_arm",
-                 "stale", "_index")
+    __slots__ = ("state", "key", "version", "_prefix", "_matchers", "_default_arm", "_empty_arm", "stale")
 
     def __init__(self, state: FlagState, *, stale: bool = False) -> None:
         self.state = state
@@ -135,11 +134,13 @@ class CompiledFlag:
         self.version = state.version
         self.stale = stale
         self._prefix = f"{state.salt}:"
-        self._index = {name: i for i, name in enumerate(state.stratum_names)}
         self._matchers = tuple(
             (_compile_stratum(s.conditions), self._arm(s.name)) for s in state.strata
         )
         self._default_arm = self._arm(DEFAULT_STRATUM)
+        # A unit with no attributes can still match a rule (not_in, exists: false);
+        # decide its arm once here instead of on every call.
+        self._empty_arm = next((arm for matches, arm in self._matchers if matches({})), self._default_arm)
 
     def _arm(self, stratum: str) -> tuple[int, Assignment, Assignment]:
         """(threshold, answer when bucket < threshold, answer otherwise) for one stratum."""
@@ -167,21 +168,22 @@ class CompiledFlag:
         return CompiledFlag(self.state, stale=True)
 
     def stratum_of(self, attributes: Mapping[str, Any] | None) -> str:
+        arm = self._empty_arm
         if attributes:
-            for matches, arm in self._matchers:
-                if matches(attributes):
-                    return arm[1].stratum  # type: ignore[return-value]
-        return DEFAULT_STRATUM
+            arm = next((a for matches, a in self._matchers if matches(attributes)), self._default_arm)
+        return arm[1].stratum  # type: ignore[return-value]
 
     def evaluate(self, unit_id: str, attributes: Mapping[str, Any] | None = None) -> Assignment:
         """Never raises; a fault answers the baseline with reason ERROR."""
         try:
-            arm = self._default_arm
             if attributes:
+                arm = self._default_arm
                 for matches, stratum_arm in self._matchers:
                     if matches(attributes):
                         arm = stratum_arm
                         break
+            else:
+                arm = self._empty_arm
             threshold, below, above = arm
             if type(unit_id) is not str or not unit_id:
                 unit_id = self._unit_text(unit_id)

@@ -44,4 +44,4 @@ def insert_outcomes(engine: Engine, rows: Sequence[OutcomeRow]) -> int:
 
 
 def flag_ids(session: Session, *, namespace: str = "default") -> dict[str, int]:
-    return dict(session.execute(select(Flag.key, Flag.id).where(Flag.namespace == namespace)).tuples().all())
+    return {key: flag_id for key, flag_id in session.execute(select(Flag.key, Flag.id).where(Flag.namespace == namespace))}
