@@ -67,7 +67,6 @@ def upgrade() -> None:
     sa.Column('metric', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Float(precision=53), nullable=False),
     sa.Column('recorded_at', UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['flag_id'], ['flags.id'], name=op.f('fk_outcomes_flag_id_flags'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outcomes'))
     )
     op.create_index('ix_outcomes_flag_id_rollout_id_metric', 'outcomes', ['flag_id', 'rollout_id', 'metric'], unique=False)

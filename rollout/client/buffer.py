@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 log = logging.getLogger("rollout.client")
 
 Entry = tuple[tuple, tuple[tuple[str, float], ...], float]
-"""(row prefix, ((metric, value), ...), time): one recorded outcome."""
+"""(row prefix, ((metric, value), ...), Unix time): one recorded outcome, handed to `write` in batches."""
 
 
 class OutcomeBuffer:
     def __init__(
         self,
-        write: Callable[[Sequence[tuple]], int],
+        write: Callable[[Sequence[Entry]], int],
         *,
         capacity: int = 100_000,
         batch_size: int = 5_000,
@@ -105,11 +105,10 @@ class OutcomeBuffer:
             except IndexError:
                 break
             self._in_flight = len(batch)
-        rows = [(*prefix, name, value, at) for prefix, metrics, at in batch for name, value in metrics]
         delay = 0.05
         while True:
             try:
-                self._write(rows)
+                self._write(batch)
                 self.written += len(batch)
                 break
             except Exception as exc:  # noqa: BLE001 - any database fault: keep the batch, retry

@@ -18,14 +18,45 @@ METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 NON_NEGATIVE = re.compile(r"(^|_)(latency|duration|elapsed|cost|price|spend|tokens)(_|$)|_(ms|us|ns|s|sec|seconds|usd|eur|cents)$")
 
 
+_NAMES: dict[str, bool] = {}
+"""Metric names seen before, and whether each must be non-negative: names repeat, so check each once."""
+
+
 def validate_metrics(metrics: Any) -> tuple[tuple[str, float], ...]:
     """(name, value) pairs, or InvalidOutcomeError naming every problem."""
-    if not isinstance(metrics, Mapping):
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):
         raise InvalidOutcomeError(f"metrics must be a mapping of name to number, got {type(metrics).__name__}")
     if not metrics:
         raise InvalidOutcomeError("an outcome needs at least one metric")
     if len(metrics) > MAX_METRICS:
         raise InvalidOutcomeError(f"an outcome may carry at most {MAX_METRICS} metrics, got {len(metrics)}")
+    out: list[tuple[str, float]] = []
+    for name, value in metrics.items():
+        non_negative = _NAMES.get(name) if type(name) is str else None
+        vtype = type(value)
+        # The common case (a known name, a plain float or int) costs two dict
+        # lookups and a comparison; anything else takes the careful path.
+        if non_negative is None or not (vtype is float or vtype is int or vtype is bool):
+            return _validate_slowly(metrics)
+        if vtype is bool:
+            value = 1.0 if value else 0.0
+        elif vtype is int:
+            if not -_MAX_INT < value < _MAX_INT:
+                return _validate_slowly(metrics)
+            value = float(value)
+        elif value != value or value in (_INF, -_INF):
+            return _validate_slowly(metrics)
+        if non_negative and value < 0:
+            return _validate_slowly(metrics)
+        out.append((name, value))
+    return tuple(out)
+
+
+_INF = float("inf")
+_MAX_INT = 2**1023
+
+
+def _validate_slowly(metrics: Mapping[Any, Any]) -> tuple[tuple[str, float], ...]:
     problems: list[str] = []
     out: list[tuple[str, float]] = []
     for name, value in metrics.items():
@@ -43,11 +74,14 @@ def validate_metrics(metrics: Any) -> tuple[tuple[str, float], ...]:
         else:
             problems.append(f"metric {name!r} must be a number, got {type(value).__name__}")
             continue
+        non_negative = bool(NON_NEGATIVE.search(name))
         if not math.isfinite(value):
             problems.append(f"metric {name!r} must be finite, got {value}")
-        elif value < 0 and NON_NEGATIVE.search(name):
+        elif value < 0 and non_negative:
             problems.append(f"metric {name!r} measures time or cost and cannot be negative, got {value}")
         else:
+            if len(_NAMES) < 10_000:
+                _NAMES[name] = non_negative
             out.append((name, value))
     if problems:
         raise InvalidOutcomeError("; ".join(problems))

@@ -2,6 +2,7 @@
 
 The SDK hands over whole batches from its background flusher; each batch is
 one transaction, so a batch is stored whole or not at all and can be retried.
+An outcome is one entry here and one row per metric in the table.
 """
 
 from __future__ import annotations
@@ -15,32 +16,56 @@ from sqlalchemy.orm import Session
 from rollout.store.models import Flag
 
 OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value", "recorded_at")
-OutcomeRow = tuple[int, int | None, int, str, str, int, str, float, float]
-"""flag_id, rollout_id, stage, variant, stratum, unit_hash, metric, value, recorded_at (Unix seconds)."""
+
+OutcomeEntry = tuple[tuple[int, int | None, int, str, str, int], tuple[tuple[str, float], ...], float]
+"""((flag_id, rollout_id, stage, variant, stratum, unit_hash), ((metric, value), ...), Unix time)."""
 
 _COLUMNS_SQL = ", ".join(OUTCOME_COLUMNS)
 _SQLITE_INSERT = f"INSERT INTO outcomes ({_COLUMNS_SQL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _PG_COPY = f"COPY outcomes ({_COLUMNS_SQL}) FROM STDIN"
+_NULL = "\\N"  # COPY text format's NULL
 
 
-def insert_outcomes(engine: Engine, rows: Sequence[OutcomeRow]) -> int:
-    """Store these rows in one transaction; returns how many. Raises on any database fault."""
-    if not rows:
+def insert_outcomes(engine: Engine, entries: Sequence[OutcomeEntry]) -> int:
+    """Store these outcomes in one transaction; returns how many. Raises on any database fault."""
+    if not entries:
         return 0
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor, cursor.copy(_PG_COPY) as copy:
-                for r in rows:
-                    copy.write_row((*r[:8], datetime.fromtimestamp(r[8], UTC)))
+                copy.write(_copy_text(entries))
         else:
-            # SQLAlchemy's SQLite DateTime is text in this exact shape; writing it
-            # ourselves keeps the ORM reading these rows back unchanged.
-            conn.exec_driver_sql(
-                _SQLITE_INSERT,
-                [(*r[:8], datetime.fromtimestamp(r[8], UTC).strftime("%Y-%m-%d %H:%M:%S.%f")) for r in rows],
-            )
-    return len(rows)
+            conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_rows(entries))
+    return len(entries)
+
+
+def _copy_text(entries: Sequence[OutcomeEntry]) -> str:
+    """COPY's text format, built in one pass.
+
+    Variant keys and stratum names are validated identifiers (no tabs,
+    newlines or backslashes) and metric names are identifiers too, so no
+    field needs escaping.
+    """
+    lines: list[str] = []
+    append = lines.append
+    for (flag_id, rollout_id, stage, variant, stratum, unit_hash), metrics, at in entries:
+        rollout = _NULL if rollout_id is None else rollout_id
+        head = f"{flag_id}\t{rollout}\t{stage}\t{variant}\t{stratum}\t{unit_hash}\t"
+        stamp = datetime.fromtimestamp(at, UTC).isoformat()
+        for name, value in metrics:
+            append(f"{head}{name}\t{value!r}\t{stamp}\n")
+    return "".join(lines)
+
+
+def _sqlite_rows(entries: Sequence[OutcomeEntry]) -> list[tuple]:
+    # SQLAlchemy's SQLite DateTime is text in exactly this shape; writing it
+    # ourselves keeps the ORM reading these rows back unchanged.
+    rows = []
+    for prefix, metrics, at in entries:
+        stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        rows.extend((*prefix, name, value, stamp) for name, value in metrics)
+    return rows
 
 
 def flag_ids(session: Session, *, namespace: str = "default") -> dict[str, int]:

@@ -18,7 +18,7 @@ def test_a_full_buffer_drops_the_oldest_and_counts_them() -> None:
 
     def stuck_write(rows):  # type: ignore[no-untyped-def]
         release.wait()
-        written.extend(r[7] for r in rows)
+        written.extend(metrics[0][1] for _prefix, metrics, _at in rows)
         return len(rows)
 
     buffer = OutcomeBuffer(stuck_write, capacity=10, batch_size=1, flush_interval=0.01)
@@ -43,7 +43,7 @@ def test_a_failing_database_is_retried_until_every_outcome_is_stored() -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("database restarting")
-        written.extend(r[7] for r in rows)
+        written.extend(metrics[0][1] for _prefix, metrics, _at in rows)
         return len(rows)
 
     buffer = OutcomeBuffer(flaky_write, capacity=1_000, batch_size=50, flush_interval=0.01, max_backoff=0.05)
