@@ -1,0 +1,212 @@
+"""One check of a rollout: load state, ask the judge, ask the controller, apply, record. Idempotent.
+
+Both the Prefect flow and the plain foreground loop call `check`. Everything a
+check writes (allocations, the rollout's state, the lease, the decision row)
+goes into one transaction, so a check that fails half-way leaves nothing
+behind and can simply be retried; a check retried after it committed finds
+the state already moved and the decision already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from rollout.domain.controller import (
+    Emit,
+    Observation,
+    RequestApproval,
+    RollBack,
+    RolloutState,
+    SetAllocations,
+    Status,
+    Step,
+    next_step,
+)
+from rollout.domain.flag import Phase
+from rollout.domain.plan import RolloutPlan
+from rollout.errors import VersionConflictError
+from rollout.stats import Evidence, Verdict, judge
+from rollout.store import flags as flag_store
+from rollout.store import rollouts as rollout_store
+from rollout.store.db import transaction
+from rollout.store.evidence import load_evidence
+from rollout.store.models import utcnow
+
+log = logging.getLogger("rollout.controller")
+CONTROLLER = "rollout-controller"
+
+
+@dataclass
+class RolloutRun:
+    """What one controller process knows about the rollout it drives."""
+
+    engine: Engine
+    plan: RolloutPlan
+    document: dict[str, Any]
+    owner: str
+    rollout_id: int
+    namespace: str = "default"
+    events: list[Emit] = field(default_factory=list)
+
+    @property
+    def lease_for(self) -> timedelta:
+        # Three missed checks, and never less than 30 s, before a restart may take over.
+        return max(3 * self.plan.check_interval, timedelta(seconds=30))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    step: Step
+    verdict: Verdict | None
+    sequence: int | None
+    owned: bool = True            # False: another controller holds the rollout now; stop quietly
+    conflict: bool = False        # the flag changed under us; the next check will see why
+
+
+def claim(engine: Engine, plan: RolloutPlan, document: dict[str, Any], *, owner: str, actor: str,
+          flow_run_id: str | None = None, namespace: str = "default") -> RolloutRun:
+    """Start the rollout (or take over a lost one). Raises RolloutActiveError if it is someone else's."""
+    lease = max(3 * plan.check_interval, timedelta(seconds=30))
+    with transaction(engine) as s:
+        record = rollout_store.start_rollout(s, plan, document, actor=actor, owner=owner, lease_for=lease,
+                                             flow_run_id=flow_run_id, namespace=namespace)
+    return RolloutRun(engine, plan, document, owner, record.id, namespace)
+
+
+def check(run: RolloutRun, now: datetime | None = None) -> CheckResult:
+    now = now or utcnow()
+    plan = run.plan
+    try:
+        with transaction(run.engine) as s:
+            record = rollout_store.get_rollout(s, run.rollout_id)
+            if not record.state.status.active:
+                # Ended elsewhere: `rollout rollback` by hand ends the active rollout with the flag.
+                step = Step(record.state, (), "none", record.state.reason)
+                return CheckResult(step, None, None, owned=record.lease_owner == run.owner)
+            if record.lease_owner != run.owner or not rollout_store.renew_lease(
+                    s, run.rollout_id, owner=run.owner, lease_for=run.lease_for, now=now):
+                return CheckResult(Step(record.state, (), "none", "another controller owns this rollout"),
+                                   None, None, owned=False)
+            flag = flag_store.get_flag(s, plan.flag, namespace=run.namespace)
+            state = record.state
+            by_hand = _rolled_back_by_hand(s, run, flag.phase, state)
+            verdict, samples = _judge(s, run, record.flag_id, state)
+            approvals = rollout_store.approval_inputs(s, run.rollout_id)
+            step = next_step(plan, state, Observation(verdict, samples, by_hand), approvals, now)
+            # State first: a final state frees the flag, so the rollback below
+            # finds no active rollout left to end.
+            if not rollout_store.save_state(s, run.rollout_id, step.state, owner=run.owner, now=now):
+                raise VersionConflictError("the rollout changed while this check was running")
+            _apply(s, run, step, flag.version)
+            sequence = rollout_store.next_sequence(s, run.rollout_id)
+            rollout_store.record_decision(
+                s, run.rollout_id, sequence=sequence, stage_index=step.state.stage_index,
+                verdict=verdict.decision.value if verdict else "none", action=step.action, reason=step.reason,
+                details=decision_details(verdict, samples),
+            )
+    except VersionConflictError as exc:
+        log.info("rollout %s: %s; checking again", plan.flag, exc)
+        return CheckResult(Step(record.state, (), "conflict", str(exc)), None, None, conflict=True)
+    run.events.extend(e for e in step.effects if isinstance(e, Emit))
+    return CheckResult(step, verdict, sequence)
+
+
+def _rolled_back_by_hand(session: Any, run: RolloutRun, phase: Phase, state: RolloutState) -> str | None:
+    if phase is not Phase.ROLLED_BACK or state.status is Status.PENDING:
+        return None
+    entries = [e for e in flag_store.audit_log(session, run.plan.flag, namespace=run.namespace, limit=20)
+               if e.action == "flag.rollback"]
+    return f"{entries[0].actor}: {entries[0].reason}" if entries else "the flag was rolled back"
+
+
+def _judge(session: Any, run: RolloutRun, flag_id: int, state: RolloutState) -> tuple[Verdict | None, int]:
+    """The judge's verdict on the stage in force (and the live stages before it), and its samples per arm."""
+    plan = run.plan
+    if state.stage_index < 0:
+        return None, 0
+    stage = plan.stages[state.stage_index]
+    if stage.live:
+        stages = {i for i, st in enumerate(plan.stages[: state.stage_index + 1]) if st.live}
+    else:
+        stages = {state.stage_index}
+    allocation_bp = {(name, i): bp for i in stages if plan.stages[i].live
+                     for name, bp in plan.stages[i].allocations.items()}
+    full = load_evidence(session, flag_id=flag_id, rollout_id=run.rollout_id,
+                         metrics=[m.name for m in plan.metrics], baseline=plan.baseline,
+                         candidate=plan.candidate, allocation_bp=allocation_bp,
+                         histograms=[m.name for m in plan.metrics if m.quantile is not None])
+    evidence = Evidence(
+        {k: v for k, v in full.arms.items() if k[3] in stages}, plan.baseline, plan.candidate,
+        {k: v for k, v in full.units.items() if k[2] in stages},
+        {k: v for k, v in full.allocation_bp.items() if k[1] in stages},
+    )
+    samples = min(
+        (sum(a.n for (m, v, _s, g), a in evidence.arms.items() if m == metric.name and v == variant
+             and g == state.stage_index)
+         for metric in plan.metrics for variant in (plan.baseline, plan.candidate)),
+        default=0,
+    )
+    verdict = judge(evidence, plan.metrics, alpha=plan.alpha,
+                    min_samples=max(20, min(stage.min_samples, 100)),
+                    planned_samples=max(stage.min_samples, 1_000))
+    return verdict, samples
+
+
+def _apply(session: Any, run: RolloutRun, step: Step, version: int) -> None:
+    """The controller's flag effects, with compare-and-set on the version the check read.
+
+    A manual rollback that lands between our read and this write bumps the
+    version, so the write fails and the rollback wins.
+    """
+    plan = run.plan
+    for effect in step.effects:
+        if isinstance(effect, SetAllocations):
+            stage = plan.stages[effect.stage_index].name
+            if effect.phase == "shadow":
+                flag_store.set_shadow(session, plan.flag, effect.shadow_bp, actor=CONTROLLER,
+                                      reason=f"stage {stage}", namespace=run.namespace, expected_version=version)
+            elif effect.phase == "promoted":
+                flag_store.promote(session, plan.flag, actor=CONTROLLER, reason=step.reason,
+                                   namespace=run.namespace, expected_version=version)
+            else:
+                flag_store.set_allocations(session, plan.flag, dict(effect.allocations), actor=CONTROLLER,
+                                           reason=f"stage {stage}", namespace=run.namespace,
+                                           expected_version=version)
+            version += 1
+        elif isinstance(effect, RollBack):
+            flag_store.rollback(session, plan.flag, actor=CONTROLLER, reason=effect.reason,
+                                namespace=run.namespace, expected_version=version)
+            version += 1
+        elif isinstance(effect, RequestApproval):
+            log.info("rollout %s: %s", plan.flag, effect.reason)
+
+
+def decision_details(verdict: Verdict | None, samples: int) -> dict[str, Any]:
+    """What the decisions table keeps of a verdict: enough to explain it and to plot the bounds later."""
+    if verdict is None:
+        return {"samples": samples, "metrics": [], "strata": [], "health": []}
+
+    def clean(x: float) -> float | None:
+        return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+    def metric(r: Any) -> dict[str, Any]:
+        return {"metric": r.metric, "stratum": r.stratum, "verdict": r.verdict.value, "code": r.code.value,
+                "estimate": clean(r.estimate), "lower": clean(r.lower), "upper": clean(r.upper),
+                "margin": clean(r.margin), "n_baseline": r.n_baseline, "n_candidate": r.n_candidate,
+                "baseline": clean(r.baseline_value), "candidate": clean(r.candidate_value),
+                "p_value": clean(r.p_value), "reason": r.reason}
+
+    return {
+        "samples": samples,
+        "decision": verdict.decision.value,
+        "reason": verdict.reason,
+        "metrics": [metric(r) for r in verdict.metrics],
+        "strata": [metric(r) for r in verdict.strata if r.verdict.value in ("harm",)],
+        "health": [{"name": h.name, "ok": h.ok, "code": h.code.value, "reason": h.reason} for h in verdict.health],
+    }
