@@ -10,6 +10,7 @@ even while the gate waits.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import threading
 import time
@@ -71,7 +72,12 @@ def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace:
                                         description=f"Rollout of {rollout_plan.flag}")
     try:
         while True:
-            result = check_task(run)
+            try:
+                result = check_task(run)
+            except Exception as exc:  # noqa: BLE001 - retries spent (database down?): keep trying, never give up the flag
+                logger.warning("check failed after retries, trying again in %s: %s", rollout_plan.check_interval, exc)
+                time.sleep(rollout_plan.check_interval.total_seconds())
+                continue
             _show(run, result, progress)
             state = result.step.state
             if not result.owned:
@@ -102,7 +108,10 @@ def _wait_for_human(run: RolloutRun, result: CheckResult) -> None:
     interrupted = threading.Event()
     stop = threading.Event()
     flow_run_id = run.owner
-    watchdog = threading.Thread(target=_watch, args=(run, state.status, stop, interrupted, flow_run_id),
+    # Prefect's settings (the API URL among them) may live in context variables,
+    # which a new thread does not inherit; run the watchdog in a copy of ours.
+    context = contextvars.copy_context()
+    watchdog = threading.Thread(target=context.run, args=(_watch, run, state.status, stop, interrupted, flow_run_id),
                                 name="rollout-watchdog", daemon=True)
     watchdog.start()
     description = _approval_text(run, result, stage.name if stage else "completion")

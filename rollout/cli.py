@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from rollout.domain.flag import FlagState, Stratum, percent_to_bp
-from rollout.errors import InvalidFlagError, InvalidInputError, RolloutError, StoreUnavailableError
+from rollout.errors import InvalidFlagError, InvalidInputError, InvalidPlanError, RolloutError, StoreUnavailableError
 
 app = typer.Typer(help="Roll out a new model, prompt or agent safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -23,6 +23,11 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 flag_app = typer.Typer(help="Create, inspect and change flags.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(flag_app, name="flag")
+
+from rollout.cli_tokens import serve_cmd, token_app  # noqa: E402 - the HTTP service's commands (issue 6)
+
+app.add_typer(token_app, name="token")
+app.command("serve")(serve_cmd)
 
 
 class _Context:
@@ -235,6 +240,13 @@ def rollback_cmd(
     typer.echo(f"{state.key} rolled back to {state.baseline} (version {state.version}) by {actor}: {reason}")
 
 
+# --- rollouts (plan, start, status, approve, history, watch) -----------------------
+
+from rollout import cli_rollout  # noqa: E402 - registered after the shared helpers above exist
+
+cli_rollout.register(app, lambda ctx: ctx.obj.engine, _actor, _transaction)
+
+
 # --- entry point ------------------------------------------------------------------
 
 def _one_line(message: str) -> str:
@@ -262,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("rollout: aborted", err=True)
         code = 1
+    except InvalidPlanError as exc:
+        # A plan's problems are a list a person works through, one per line.
+        typer.echo(f"rollout: {exc}", err=True)
+        code = 2
     except InvalidInputError as exc:
         typer.echo(f"rollout: {_one_line(str(exc))}", err=True)
         code = 2

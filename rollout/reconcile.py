@@ -56,8 +56,12 @@ class RolloutRun:
 
     @property
     def lease_for(self) -> timedelta:
-        # Three missed checks, and never less than 30 s, before a restart may take over.
-        return max(3 * self.plan.check_interval, timedelta(seconds=30))
+        return lease_for(self.plan)
+
+
+def lease_for(plan: RolloutPlan) -> timedelta:
+    """Three missed checks (at least 5 s) before a restarted controller may take a rollout over."""
+    return max(3 * plan.check_interval, timedelta(seconds=5))
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,8 @@ class CheckResult:
 def claim(engine: Engine, plan: RolloutPlan, document: dict[str, Any], *, owner: str, actor: str,
           flow_run_id: str | None = None, namespace: str = "default") -> RolloutRun:
     """Start the rollout (or take over a lost one). Raises RolloutActiveError if it is someone else's."""
-    lease = max(3 * plan.check_interval, timedelta(seconds=30))
     with transaction(engine) as s:
-        record = rollout_store.start_rollout(s, plan, document, actor=actor, owner=owner, lease_for=lease,
+        record = rollout_store.start_rollout(s, plan, document, actor=actor, owner=owner, lease_for=lease_for(plan),
                                              flow_run_id=flow_run_id, namespace=namespace)
     return RolloutRun(engine, plan, document, owner, record.id, namespace)
 
