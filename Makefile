@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # Keep Prefect (and anything else) from phoning home: there is no internet here.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+# Never let Prefect start its slow temporary server behind our back: tests and
+# the demo start a real one, and anything that misses it should fail loudly.
+export PREFECT_SERVER_EPHEMERAL_ENABLED := false
 
 .PHONY: demo test bench clean
 

@@ -216,11 +216,12 @@ def flag_set(
     """Serve the candidate to PERCENT of a stratum (or of every stratum), by hand."""
     from rollout.store.flags import set_allocation
 
+    from rollout.store.db import retry_transaction
+
     bp = percent_to_bp(percent)
     actor = _actor(by)
-    with _transaction(ctx) as session:
-        state = set_allocation(session, key, bp, actor=actor, stratum=stratum, reason=reason,
-                               namespace=ctx.obj.namespace)
+    state = retry_transaction(ctx.obj.engine, lambda session: set_allocation(
+        session, key, bp, actor=actor, stratum=stratum, reason=reason, namespace=ctx.obj.namespace))
     typer.echo(f"{state.key} v{state.version}: {_allocation_text(state)}")
 
 
@@ -234,9 +235,11 @@ def rollback_cmd(
     """Put everyone back on the baseline now. An active rollout of the flag ends as rolled back."""
     from rollout.store.flags import rollback
 
+    from rollout.store.db import retry_transaction
+
     actor = _actor(by)
-    with _transaction(ctx) as session:
-        state = rollback(session, key, actor=actor, reason=reason, namespace=ctx.obj.namespace)
+    state = retry_transaction(ctx.obj.engine, lambda session: rollback(
+        session, key, actor=actor, reason=reason, namespace=ctx.obj.namespace))
     typer.echo(f"{state.key} rolled back to {state.baseline} (version {state.version}) by {actor}: {reason}")
 
 

@@ -87,13 +87,14 @@ def check(run: RolloutRun, now: datetime | None = None) -> CheckResult:
     plan = run.plan
     try:
         with transaction(run.engine) as s:
+            # Lock our rollout row first (flag after), the order a manual rollback uses too.
+            renewed = rollout_store.renew_lease(s, run.rollout_id, owner=run.owner, lease_for=run.lease_for, now=now)
             record = rollout_store.get_rollout(s, run.rollout_id)
             if not record.state.status.active:
                 # Ended elsewhere: `rollout rollback` by hand ends the active rollout with the flag.
                 step = Step(record.state, (), "none", record.state.reason)
                 return CheckResult(step, None, None, owned=record.lease_owner == run.owner)
-            if record.lease_owner != run.owner or not rollout_store.renew_lease(
-                    s, run.rollout_id, owner=run.owner, lease_for=run.lease_for, now=now):
+            if not renewed:
                 return CheckResult(Step(record.state, (), "none", "another controller owns this rollout"),
                                    None, None, owned=False)
             flag = flag_store.get_flag(s, plan.flag, namespace=run.namespace)

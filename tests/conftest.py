@@ -19,6 +19,9 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Set before Prefect is imported: a thread or process that misses the test
+# server must fail at once, not quietly start a slow temporary server.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
 
 from rollout.store import migrate  # noqa: E402
 from rollout.store.db import database_url, make_engine  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from rollout.plan import load_plan
 from rollout.reconcile import check, claim
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
-from rollout.store.db import transaction
+from rollout.store.db import retry_transaction, transaction
 from rollout.store.models import utcnow
 from rollout.testing import Traffic, VariantBehaviour
 
@@ -99,3 +100,39 @@ def test_a_manual_rollback_ends_the_rollout_and_wins(engine: Engine) -> None:
     with transaction(engine) as s:
         assert flag_store.get_flag(s, "summarizer").phase.value == "rolled_back"
         assert rollout_store.active_rollout(s, "summarizer") is None
+
+
+@pytest.mark.parametrize("attempt", range(8))
+def test_a_manual_rollback_racing_a_stage_change_always_wins(engine: Engine, attempt: int) -> None:
+    import random
+    import threading
+
+    # Given a rollout about to enter its first stage, and a release manager rolling back at the same moment
+    plan = load_plan(PLAN)
+    run = claim(engine, plan, PLAN, owner="controller", actor="a")
+    barrier = threading.Barrier(2)
+    rng = random.Random(attempt)
+
+    def controller() -> None:
+        barrier.wait()
+        time.sleep(rng.uniform(0, 0.01))
+        check(run)
+
+    def release_manager() -> None:
+        barrier.wait()
+        time.sleep(rng.uniform(0, 0.01))
+        # what `rollout rollback` does: retried on the new state if the flag moved under it
+        retry_transaction(engine, lambda s: flag_store.rollback(s, "summarizer", actor="carol", reason="stop"))
+
+    threads = [threading.Thread(target=controller), threading.Thread(target=release_manager)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # When the controller checks again
+    result = check(run)
+    # Then the rollback stands, whichever write landed first
+    assert result.step.state.status is Status.ROLLED_BACK
+    with transaction(engine) as s:
+        flag = flag_store.get_flag(s, "summarizer")
+    assert flag.phase.value == "rolled_back" and flag.shadow_bp == 0 and set(flag.allocations.values()) == {0}

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rollout.errors import InvalidInputError
+from rollout.errors import InvalidInputError, VersionConflictError
+
+T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite:///rollout.db"
 
@@ -67,3 +72,21 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+def retry_transaction(engine: Engine, work: Callable[[Session], T], *, attempts: int = 8) -> T:
+    """Run `work` in a transaction; if someone changed the flag under it, run it again on the new state.
+
+    For changes that mean "whatever the flag is now" (a manual rollback, a
+    hand-set percentage), never for the controller's own compare-and-set
+    writes, which must lose to a human.
+    """
+    for attempt in range(attempts):
+        try:
+            with transaction(engine) as session:
+                return work(session)
+        except VersionConflictError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+    raise AssertionError("unreachable")

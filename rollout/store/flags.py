@@ -295,15 +295,17 @@ def rollback(
         return {"phase": Phase.ROLLED_BACK, "shadow_bp": 0,
                 "allocations": {n: 0 for n in state.stratum_names}}
 
-    state = _change(session, key, namespace, change, actor=actor, action="flag.rollback",
-                    reason=reason, expected_version=expected_version)
+    # The rollout row first, then the flag: a controller's check locks them in
+    # the same order, so the two can never deadlock on PostgreSQL.
     now = utcnow()
     session.execute(
         update(Rollout)
         .where(Rollout.active_flag_id.is_not(None), Rollout.flag_id == _flag_id(session, key, namespace))
-        .values(status="rolled_back", active_flag_id=None, reason=reason, ended_at=now, updated_at=now)
+        .values(status="rolled_back", active_flag_id=None, reason=f"rolled back by {actor}: {reason}",
+                ended_at=now, updated_at=now)
     )
-    return state
+    return _change(session, key, namespace, change, actor=actor, action="flag.rollback",
+                   reason=reason, expected_version=expected_version)
 
 
 def _flag_id(session: Session, key: str, namespace: str) -> int:
