@@ -275,18 +275,26 @@ def to_domain(model: PlanModel) -> RolloutPlan:
 
 
 def _allocations(percent: float | dict[str, float], known: list[str], where: str, problems: list[str]) -> dict[str, int]:
-    items = {n: percent for n in known} if not isinstance(percent, dict) else percent
+    if not isinstance(percent, dict):
+        # One number for every stratum: one problem, not one per stratum.
+        single = _allocations({"all": percent}, ["all"], where, [])
+        if not single:
+            _allocations({"": percent}, [""], where, problems)
+            return {}
+        return {n: single["all"] for n in known}
+    items = percent
     out: dict[str, int] = {}
     for name, value in items.items():
+        field = f"{where}.percent" + (f".{name}" if name else "")
         if name not in known:
-            problems.append(f"{where}.percent.{name}: no such stratum (the plan has {', '.join(known)})")
+            problems.append(f"{field}: no such stratum (the plan has {', '.join(known)})")
             continue
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 100):
-            problems.append(f"{where}.percent.{name}: {value!r} is not a percentage between 0 and 100")
+            problems.append(f"{field}: {value!r} is not a percentage between 0 and 100")
             continue
         bp = round(value * 100)
         if abs(bp - value * 100) > 1e-6:
-            problems.append(f"{where}.percent.{name}: {value} is finer than 0.01 %")
+            problems.append(f"{field}: {value} is finer than 0.01 %")
             continue
         out[name] = bp
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,9 @@ def run_foreground(engine: Engine, document: dict[str, Any], *, actor: str, name
     plan = load_plan(document)
     owner = f"cli-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     run = claim(engine, plan, document, owner=owner, actor=actor, namespace=namespace)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Signal handlers can only be set from the main thread (an embedding app may call us from another).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         while True:
             result = check(run)
@@ -46,7 +49,8 @@ def run_foreground(engine: Engine, document: dict[str, Any], *, actor: str, name
     except KeyboardInterrupt:
         return abort(run, "interrupted (Ctrl-C or SIGTERM)")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def abort(run: RolloutRun, reason: str) -> RolloutState:
