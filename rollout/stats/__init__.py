@@ -1,0 +1,44 @@
+"""The judge: anytime-valid comparison of a candidate against its baseline.
+
+Pure (stdlib, numpy, scipy). Evidence in, Verdict out; data never raises,
+programmer misuse (bad spec, bad alpha) raises ValueError.
+
+    verdict = judge(evidence, [MetricSpec("error", kind="binary", margin=0.005)], alpha=0.05)
+    verdict.decision   # Decision.CONTINUE / PASS / HOLD / ROLLBACK
+"""
+
+from rollout.stats._evidence import BASIS_POINTS, ArmKey, CellKey, Evidence, UnitKey
+from rollout.stats._judge import judge
+from rollout.stats._pooling import binary_variance, pooled_comparison
+from rollout.stats._sequence import anytime_p_value, boundary, log_evalue, srm_log_evalue
+from rollout.stats._spec import MetricSpec
+from rollout.stats._sufficient import BINS_PER_LN, ArmStats, LogHistogram, bin_lower_edge, histogram_bin, merge
+from rollout.stats._verdict import Code, Decision, HealthCheck, MetricResult, MetricVerdict, Verdict
+
+__all__ = [
+    "BASIS_POINTS",
+    "BINS_PER_LN",
+    "ArmKey",
+    "ArmStats",
+    "CellKey",
+    "Code",
+    "Decision",
+    "Evidence",
+    "HealthCheck",
+    "LogHistogram",
+    "MetricResult",
+    "MetricSpec",
+    "MetricVerdict",
+    "UnitKey",
+    "Verdict",
+    "anytime_p_value",
+    "bin_lower_edge",
+    "binary_variance",
+    "boundary",
+    "histogram_bin",
+    "judge",
+    "log_evalue",
+    "merge",
+    "pooled_comparison",
+    "srm_log_evalue",
+]
