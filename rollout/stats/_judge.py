@@ -287,6 +287,8 @@ def _result(m: MetricSpec, stratum, c: _Comparison, p, log_e, level, r_harm, r_n
 def _natural(m: MetricSpec, x: float) -> float:
     """Log-scale results are reported as a relative change of the geometric mean, in the worse direction."""
     if m.scale == "log" and m.quantile is None:
+        # Clamped: a degenerate arm can give a log-ratio beyond what a float can exponentiate.
+        x = max(-700.0, min(700.0, x)) if x == x else x
         return math.expm1(x) if m.better == "lower" else -math.expm1(-x)
     return x
 
