@@ -87,6 +87,7 @@ class MetricModel(_Model):
     scale: Literal["linear", "log"] = "linear"
     bounds: tuple[float, float] | None = None
     quantile: float | None = None
+    source: str | None = Field(default=None, description="the recorded metric this one reads, e.g. a p95 of latency_ms")
 
 
 class PlanModel(_Model):
@@ -258,7 +259,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
             continue
         try:
             metrics.append(MetricSpec(name=m.name, kind=m.kind, better=m.better, margin=margin, relative=relative,
-                                      scale=m.scale, bounds=m.bounds, quantile=m.quantile))
+                                      scale=m.scale, bounds=m.bounds, quantile=m.quantile, source=m.source))
         except ValueError as exc:
             problems.append(f"metrics.{m.name}: {str(exc).removeprefix(f'metric {m.name!r}: ')}")
     if model.check_interval <= timedelta(0):

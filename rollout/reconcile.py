@@ -141,19 +141,19 @@ def _judge(session: Any, run: RolloutRun, flag_id: int, state: RolloutState) -> 
         stages = {state.stage_index}
     allocation_bp = {(name, i): bp for i in stages if plan.stages[i].live
                      for name, bp in plan.stages[i].allocations.items()}
-    full = load_evidence(session, flag_id=flag_id, rollout_id=run.rollout_id,
-                         metrics=[m.name for m in plan.metrics], baseline=plan.baseline,
-                         candidate=plan.candidate, allocation_bp=allocation_bp,
-                         histograms=[m.name for m in plan.metrics if m.quantile is not None])
+    recorded = sorted({m.metric for m in plan.metrics})  # a p95 spec reads its source metric
+    full = load_evidence(session, flag_id=flag_id, rollout_id=run.rollout_id, metrics=recorded,
+                         baseline=plan.baseline, candidate=plan.candidate, allocation_bp=allocation_bp,
+                         histograms=sorted({m.metric for m in plan.metrics if m.quantile is not None}))
     evidence = Evidence(
         {k: v for k, v in full.arms.items() if k[3] in stages}, plan.baseline, plan.candidate,
         {k: v for k, v in full.units.items() if k[2] in stages},
         {k: v for k, v in full.allocation_bp.items() if k[1] in stages},
     )
     samples = min(
-        (sum(a.n for (m, v, _s, g), a in evidence.arms.items() if m == metric.name and v == variant
+        (sum(a.n for (m, v, _s, g), a in evidence.arms.items() if m == metric and v == variant
              and g == state.stage_index)
-         for metric in plan.metrics for variant in (plan.baseline, plan.candidate)),
+         for metric in recorded for variant in (plan.baseline, plan.candidate)),
         default=0,
     )
     verdict = judge(evidence, plan.metrics, alpha=plan.alpha,
