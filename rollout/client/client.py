@@ -14,11 +14,11 @@ from sqlalchemy import Engine
 from rollout.client.buffer import OutcomeBuffer
 from rollout.client.snapshot import Refresher, Snapshot
 from rollout.client.validate import validate_metrics, validate_unit
-from rollout.domain import Assignment, ErrorCode, Reason
+from rollout.domain import Assignment, CompiledFlag, ErrorCode, Reason
 from rollout.domain.assignment import error_assignment
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError
 from rollout.store.db import make_engine
-from rollout.store.outcomes import insert_outcomes
+from rollout.store.outcomes import OutcomeEntry, insert_outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,23 +114,8 @@ class RolloutClient:
         if compiled is None:
             detail = "" if self._snapshot.loaded else "the flag snapshot has never loaded"
             raise FlagNotFoundError(str(flag), detail)
-        unit = validate_unit(unit_id)
-        values = validate_metrics(metrics)
-        if attributes is not None and not isinstance(attributes, Mapping):
-            raise InvalidOutcomeError(f"attributes must be a mapping, got {type(attributes).__name__}")
-        state = compiled.state
-        if variant is None:
-            assignment = compiled.evaluate(unit, attributes)
-            variant, stratum = assignment.variant, assignment.stratum
-        elif variant not in (state.baseline, state.candidate):
-            raise InvalidOutcomeError(
-                f"variant {variant!r} is not an arm of {flag!r} ({state.baseline!r} or {state.candidate!r})"
-            )
-        else:
-            stratum = compiled.stratum_of(attributes)
-        prefix = (self._snapshot.ids[flag], state.rollout_id, state.stage, variant, stratum,
-                  _unit_hash(state.salt, unit))
-        self._buffer.add((prefix, values, time.time()))
+        self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics,
+                                       variant=variant, attributes=attributes, at=time.time()))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every outcome recorded so far is stored. False if `timeout` ran out first."""
@@ -171,10 +156,47 @@ class RolloutClient:
         self.close()
 
 
+def outcome_entry(
+    compiled: CompiledFlag,
+    flag_id: int,
+    unit_id: Any,
+    metrics: Any,
+    *,
+    variant: Any = None,
+    attributes: Any = None,
+    at: float,
+    pair_id: int | None = None,
+) -> OutcomeEntry:
+    """One outcome, validated and ready to store, or InvalidOutcomeError.
+
+    The one validation of an outcome: `record()` and the HTTP service's
+    `POST /v1/outcomes` both call it, so both refuse exactly the same input.
+    """
+    unit = validate_unit(unit_id)
+    values = validate_metrics(metrics)
+    if attributes is not None and not isinstance(attributes, Mapping):
+        raise InvalidOutcomeError(f"attributes must be a mapping, got {type(attributes).__name__}")
+    state = compiled.state
+    if variant is None:
+        assignment = compiled.evaluate(unit, attributes)
+        variant, stratum = assignment.variant, assignment.stratum
+    elif not isinstance(variant, str) or variant not in (state.baseline, state.candidate):
+        raise InvalidOutcomeError(
+            f"variant {variant!r} is not an arm of {state.key!r} ({state.baseline!r} or {state.candidate!r})"
+        )
+    else:
+        stratum = compiled.stratum_of(attributes)
+    prefix = (flag_id, state.rollout_id, state.stage, variant, stratum, _unit_hash(state.salt, unit))
+    if pair_id is not None:
+        # Shadow runs pair a baseline and a candidate outcome of one request (see rollout.store.outcomes).
+        prefix = (*prefix, pair_id)
+    return (prefix, values, at)
+
+
 def _unit_hash(salt: str, unit_id: str) -> int:
     """A keyed 64-bit hash: enough to pair a unit's outcomes, not enough to read its id back."""
     digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-__all__ = ["Assignment", "ClientStats", "Reason", "RolloutClient"]
+__all__ = ["Assignment", "ClientStats", "Reason", "RolloutClient", "outcome_entry"]

@@ -208,6 +208,8 @@ class Outcome(Base):
     metric: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float(precision=53))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Joins the baseline's and the candidate's outcome of one shadowed request (NULL otherwise).
+    pair_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ApiToken(Base):
@@ -231,3 +233,23 @@ class ApiToken(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EvalResult(Base):
+    """One eval case run by one variant at an eval gate."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (UniqueConstraint("rollout_id", "stage_index", "case_id", "variant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    stage_index: Mapped[int] = mapped_column(Integer)
+    case_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(100))
+    variant: Mapped[str] = mapped_column(String(100))
+    passed: Mapped[bool] = mapped_column(default=False)
+    score: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    cost: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -15,13 +15,18 @@ from sqlalchemy.orm import Session
 
 from rollout.store.models import Flag
 
-OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value", "recorded_at")
+OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value",
+                   "recorded_at", "pair_id")
 
-OutcomeEntry = tuple[tuple[int, int | None, int, str, str, int], tuple[tuple[str, float], ...], float]
-"""((flag_id, rollout_id, stage, variant, stratum, unit_hash), ((metric, value), ...), Unix time)."""
+OutcomeEntry = tuple[tuple, tuple[tuple[str, float], ...], float]
+"""((flag_id, rollout_id, stage, variant, stratum, unit_hash[, pair_id]), ((metric, value), ...), Unix time).
+
+A pair id joins the baseline's and the candidate's outcome of one shadowed
+request, so the judge can compare them pair by pair.
+"""
 
 _COLUMNS_SQL = ", ".join(OUTCOME_COLUMNS)
-_SQLITE_INSERT = f"INSERT INTO outcomes ({_COLUMNS_SQL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SQLITE_INSERT = f"INSERT INTO outcomes ({_COLUMNS_SQL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _PG_COPY = f"COPY outcomes ({_COLUMNS_SQL}) FROM STDIN"
 _NULL = "\\N"  # COPY text format's NULL
 
@@ -49,12 +54,14 @@ def _copy_text(entries: Sequence[OutcomeEntry]) -> str:
     """
     lines: list[str] = []
     append = lines.append
-    for (flag_id, rollout_id, stage, variant, stratum, unit_hash), metrics, at in entries:
+    for prefix, metrics, at in entries:
+        flag_id, rollout_id, stage, variant, stratum, unit_hash = prefix[:6]
         rollout = _NULL if rollout_id is None else rollout_id
+        pair = prefix[6] if len(prefix) > 6 else _NULL
         head = f"{flag_id}\t{rollout}\t{stage}\t{variant}\t{stratum}\t{unit_hash}\t"
-        stamp = datetime.fromtimestamp(at, UTC).isoformat()
+        tail = f"\t{datetime.fromtimestamp(at, UTC).isoformat()}\t{pair}\n"
         for name, value in metrics:
-            append(f"{head}{name}\t{value!r}\t{stamp}\n")
+            append(f"{head}{name}\t{value!r}{tail}")
     return "".join(lines)
 
 
@@ -64,7 +71,8 @@ def _sqlite_rows(entries: Sequence[OutcomeEntry]) -> list[tuple]:
     rows = []
     for prefix, metrics, at in entries:
         stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        rows.extend((*prefix, name, value, stamp) for name, value in metrics)
+        head, pair = prefix[:6], prefix[6] if len(prefix) > 6 else None
+        rows.extend((*head, name, value, stamp, pair) for name, value in metrics)
     return rows
 
 
