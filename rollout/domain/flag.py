@@ -150,6 +150,7 @@ class FlagState:
     rollout_id: int | None = None
     stage: int = 0
     namespace: str = "default"
+    shadow_rate: float | None = None  # candidate calls per second per app process, from the shadow stage
 
     def __post_init__(self) -> None:
         problems: list[str] = []
