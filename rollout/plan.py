@@ -30,13 +30,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rollout.domain.flag import KEY_PATTERN, Stratum
-from rollout.domain.plan import Policy, RolloutPlan, Stage, StageKind
+from rollout.domain.plan import EvalSpec, Policy, RolloutPlan, ShadowBudget, Stage, StageKind
 from rollout.errors import InvalidFlagError, InvalidPlanError
 from rollout.stats import MetricSpec
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -63,15 +64,36 @@ class StratumModel(_Model):
     match: dict[str, Any] | list[dict[str, Any]]
 
 
+class EvalModel(_Model):
+    cases: str = Field(min_length=1, description="JSONL case file: id, input, expected or rubric, category")
+    baseline: str = Field(description="import path of the baseline callable, module:attribute")
+    candidate: str = Field(description="import path of the candidate callable, module:attribute")
+    scorer: str = Field(description="import path of scorer(case, output) -> bool or score in [0, 1]")
+    margin: float = Field(default=0.05, ge=0, le=1, description="tolerated drop in pass rate")
+    min_cases: int = Field(default=10, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class BudgetModel(_Model):
+    per_hour: float | None = Field(default=None, gt=0)
+    total: float | None = Field(default=None, gt=0)
+    cost_metric: str = "cost_usd"
+
+
 class StageModel(_Model):
     name: str = Field(min_length=1, max_length=64)
-    kind: Literal["shadow", "ramp", "full"]
+    kind: Literal["eval", "shadow", "ramp", "full"]
     percent: float | dict[str, float] | None = None
     sample: float | None = Field(default=None, gt=0, le=1, description="shadow: share of units that also run the candidate")
     min_samples: int = Field(default=0, ge=0)
     min_duration: timedelta = timedelta(0)
     max_duration: timedelta | None = None
     approval: Literal["required", "none"] = "none"
+    eval: EvalModel | None = None
+    budget: BudgetModel | None = None
+    rate_limit: float | None = Field(default=None, gt=0, description="shadow: candidate calls per second per app process")
 
     @field_validator("min_duration", "max_duration", mode="before")
     @classmethod
@@ -199,10 +221,15 @@ def to_domain(model: PlanModel) -> RolloutPlan:
     for dup in sorted({n for n in stage_names if stage_names.count(n) > 1}):
         problems.append(f"stages: {dup!r} is listed more than once")
     seen_live = False
+    seen_shadow = False
     for i, st in enumerate(model.stages):
         where = f"stages[{i}] ({st.name})"
         allocations: dict[str, int] = {}
         shadow_bp = 0
+        _check_stage_options(st, where, problems)
+        if st.kind == "eval" and (seen_live or seen_shadow):
+            problems.append(f"{where}: an eval stage must come before every shadow, ramp and full stage")
+        seen_shadow = seen_shadow or st.kind == "shadow"
         if st.kind == "ramp":
             if st.percent is None:
                 problems.append(f"{where}.percent: a ramp stage needs a percent (one number, or one per stratum)")
@@ -223,7 +250,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
             allocations = {n: 10_000 for n in known}
             if i != len(model.stages) - 1:
                 problems.append(f"{where}: the full stage must be the last stage")
-        if st.kind != "shadow":
+        if st.kind in ("ramp", "full"):
             seen_live = True
             # One number for all means "at least this much": strata already
             # higher stay where they are. A stratum a per-stratum mapping leaves
@@ -241,9 +268,14 @@ def to_domain(model: PlanModel) -> RolloutPlan:
             allocations = {n: allocations.get(n, last[n]) for n in known}
         if st.max_duration is not None and st.max_duration < st.min_duration:
             problems.append(f"{where}.max_duration: shorter than min_duration")
-        stages.append(Stage(name=st.name, kind=StageKind(st.kind), allocations=allocations, shadow_bp=shadow_bp,
-                            min_samples=st.min_samples, min_duration=st.min_duration,
-                            max_duration=st.max_duration, approval=st.approval == "required"))
+        stages.append(Stage(
+            name=st.name, kind=StageKind(st.kind), allocations=allocations, shadow_bp=shadow_bp,
+            min_samples=st.min_samples, min_duration=st.min_duration, max_duration=st.max_duration,
+            approval=st.approval == "required",
+            eval=EvalSpec(**st.eval.model_dump()) if st.eval is not None else None,
+            budget=ShadowBudget(**st.budget.model_dump()) if st.budget is not None else None,
+            rate_limit=st.rate_limit,
+        ))
 
     metrics: list[MetricSpec] = []
     metric_names = [m.name for m in model.metrics]
@@ -299,3 +331,24 @@ def _allocations(percent: float | dict[str, float], known: list[str], where: str
             continue
         out[name] = bp
     return out
+
+
+def _check_stage_options(st: StageModel, where: str, problems: list[str]) -> None:
+    """Options that belong to one kind of stage only, and an eval stage's import paths."""
+    if st.kind == "eval":
+        if st.eval is None:
+            problems.append(f"{where}.eval: an eval stage needs cases, baseline, candidate and scorer")
+        else:
+            for field in ("baseline", "candidate", "scorer"):
+                if not _IMPORT_PATH.match(getattr(st.eval, field)):
+                    problems.append(f"{where}.eval.{field}: {getattr(st.eval, field)!r} is not an import path "
+                                    "like package.module:function")
+    elif st.eval is not None:
+        problems.append(f"{where}.eval: only eval stages run a case file")
+    if st.kind != "shadow":
+        if st.budget is not None:
+            problems.append(f"{where}.budget: only shadow stages have a budget")
+        if st.rate_limit is not None:
+            problems.append(f"{where}.rate_limit: only shadow stages limit candidate calls")
+    elif st.budget is not None and not _METRIC_NAME.match(st.budget.cost_metric):
+        problems.append(f"{where}.budget.cost_metric: must be a metric name")

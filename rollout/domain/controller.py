@@ -7,6 +7,10 @@ here does I/O or reads a clock. The whole behaviour is the table below.
     -----------------  ---------------------------------------------  -------------------  ---------------------------
     pending            start, first stage needs no approval           shadow|ramping|...   set allocations
     pending            start, first stage needs approval              awaiting_approval    request approval
+    entering eval                                                     evaluating           run the eval
+    evaluating         no result yet                                  evaluating           (none)
+    evaluating         gate passed                                    next stage           (as for a pass)
+    evaluating         gate failed                                    rolled_back          roll back (nobody saw it)
     any active         flag rolled back by hand                       rolled_back          (none: it is done already)
     any active         judge proves harm (also while waiting)         rolled_back          roll back
     shadow|ramping     SRM or other untrustworthy data                held                 (alert)
@@ -14,6 +18,8 @@ here does I/O or reads a clock. The whole behaviour is the table below.
                        ... next stage needs approval                  awaiting_approval    request approval
                        ... no stage left                              promoted
     shadow|ramping     max_duration reached without a pass            held | rolled_back   on_inconclusive
+    shadow             budget spent (per hour or in total)            shadow               pause shadowing
+    shadow             hourly budget free again                       shadow               resume shadowing
     shadow|ramping     otherwise                                      same                 (none)
     awaiting_approval  approved                                       that stage           set allocations
     awaiting_approval  rejected                                       rolled_back          roll back
@@ -39,6 +45,7 @@ from rollout.stats import Code, Decision, Verdict
 
 class Status(StrEnum):
     PENDING = "pending"
+    EVALUATING = "evaluating"
     SHADOW = "shadow"
     RAMPING = "ramping"
     AWAITING_APPROVAL = "awaiting_approval"
@@ -82,6 +89,16 @@ class Observation:
     verdict: Verdict | None = None     # None: no evidence for the stage in force (nothing live yet)
     stage_samples: int = 0             # smallest per-arm count in the stage in force
     rolled_back_by_hand: str | None = None  # the reason, when someone rolled the flag back outside this rollout
+    eval_outcome: EvalOutcome | None = None  # an eval stage's gate, once every case has run
+    shadow_spend_hour: float = 0.0     # candidate cost in this shadow stage, over the last hour
+    shadow_spend_total: float = 0.0    # and since the stage began
+    shadow_sampling: bool = True       # whether the flag currently samples units into shadow
+
+
+@dataclass(frozen=True, slots=True)
+class EvalOutcome:
+    passed: bool
+    reason: str
 
 
 # --- effects ------------------------------------------------------------------
@@ -95,6 +112,13 @@ class SetAllocations:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allocations", MappingProxyType(dict(self.allocations)))
+
+
+@dataclass(frozen=True, slots=True)
+class RunEval:
+    """Run the eval stage's cases on both variants (the flow does it between checks)."""
+
+    stage_index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +141,7 @@ class Emit:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
-Effect = SetAllocations | RollBack | RequestApproval | Emit
+Effect = SetAllocations | RunEval | RollBack | RequestApproval | Emit
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +176,46 @@ def next_step(
 
     if status.waiting:
         return _waiting(plan, state, approvals, now)
+    if status is Status.EVALUATING:
+        return _evaluating(plan, state, observation, now)
+    if status is Status.SHADOW and plan.stages[state.stage_index].budget is not None:
+        budget_step = _shadow_budget(plan, state, observation)
+        if budget_step is not None:
+            return budget_step
     return _judging(plan, state, observation, now)
+
+
+def _evaluating(plan: RolloutPlan, state: RolloutState, obs: Observation, now: datetime) -> Step:
+    stage = plan.stages[state.stage_index]
+    outcome = obs.eval_outcome
+    if outcome is None:
+        return Step(state, (), "continue", f"stage {stage.name}: the eval is running")
+    if not outcome.passed:
+        return _rollback(state, f"eval gate {stage.name} failed: {outcome.reason}")
+    return _advance_to(plan, state, state.stage_index + 1, now, f"eval gate {stage.name} passed: {outcome.reason}")
+
+
+def _shadow_budget(plan: RolloutPlan, state: RolloutState, obs: Observation) -> Step | None:
+    """Pause shadowing while the candidate's spend is over budget; resume when the hour frees up."""
+    stage = plan.stages[state.stage_index]
+    budget = stage.budget
+    assert budget is not None
+    over = []
+    if budget.total is not None and obs.shadow_spend_total >= budget.total:
+        over.append(f"total spend {obs.shadow_spend_total:.4g} of {budget.total:g}")
+    if budget.per_hour is not None and obs.shadow_spend_hour >= budget.per_hour:
+        over.append(f"spend in the last hour {obs.shadow_spend_hour:.4g} of {budget.per_hour:g}")
+    if over and obs.shadow_sampling:
+        reason = f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})"
+        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, "shadow", {}, 0),),
+                    "pause_shadow", reason)
+    if over:
+        return Step(state, (), "continue", f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})")
+    if not obs.shadow_sampling:
+        reason = f"stage {stage.name}: budget free again, shadowing resumed"
+        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, "shadow", {}, stage.shadow_bp),),
+                    "resume_shadow", reason)
+    return None
 
 
 def _judging(plan: RolloutPlan, state: RolloutState, obs: Observation, now: datetime) -> Step:
@@ -224,6 +287,11 @@ def _advance_to(plan: RolloutPlan, state: RolloutState, index: int, now: datetim
              Emit("rollout.promoted", {"stage": stage.name, "reason": reason})),
             "promote", reason,
         )
+    if stage.kind is StageKind.EVAL:
+        reason = f"{why}; running eval gate {stage.name}"
+        return Step(RolloutState(Status.EVALUATING, index, now, None, None, reason),
+                    (RunEval(index), Emit("rollout.stage_changed", {"stage": stage.name, "stage_index": index})),
+                    "enter_stage", reason)
     kind = Status.SHADOW if stage.kind is StageKind.SHADOW else Status.RAMPING
     reason = f"{why}; entering stage {stage.name}"
     effect = (SetAllocations(index, "shadow", {}, stage.shadow_bp) if stage.kind is StageKind.SHADOW

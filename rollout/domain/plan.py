@@ -17,6 +17,7 @@ from rollout.stats import MetricSpec
 
 
 class StageKind(StrEnum):
+    EVAL = "eval"      # offline: both variants run on a case file before any user is involved
     SHADOW = "shadow"  # everyone served the baseline; a sample also runs the candidate
     RAMP = "ramp"      # the candidate for a share of each stratum
     FULL = "full"      # the candidate for everyone: the end of the plan
@@ -25,6 +26,30 @@ class StageKind(StrEnum):
 class Policy(StrEnum):
     HOLD = "hold"          # stop advancing and wait for a human
     ROLLBACK = "rollback"  # put everyone back on the baseline
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSpec:
+    """What an eval gate runs: a JSONL case file, the two callables and a scorer, by import path."""
+
+    cases: str
+    baseline: str
+    candidate: str
+    scorer: str
+    margin: float = 0.05          # tolerated drop in pass rate (absolute)
+    min_cases: int = 10           # a category with fewer cases is reported but does not gate
+    concurrency: int = 8
+    rate_limit: float | None = None  # calls per second, both variants together
+    timeout: float = 30.0         # seconds per call
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowBudget:
+    """Spend on candidate calls while shadowing; reaching either limit pauses shadowing."""
+
+    per_hour: float | None = None
+    total: float | None = None
+    cost_metric: str = "cost_usd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +62,17 @@ class Stage:
     min_duration: timedelta = timedelta(0)
     max_duration: timedelta | None = None
     approval: bool = False
+    eval: EvalSpec | None = None
+    budget: ShadowBudget | None = None
+    rate_limit: float | None = None  # shadow: candidate calls per second per app process
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allocations", MappingProxyType(dict(self.allocations)))
 
     @property
     def live(self) -> bool:
-        """Whether users are served the candidate in this stage (ramp or full), as opposed to shadow."""
-        return self.kind is not StageKind.SHADOW
+        """Whether users are served the candidate in this stage (ramp or full), as opposed to eval or shadow."""
+        return self.kind in (StageKind.RAMP, StageKind.FULL)
 
 
 @dataclass(frozen=True, slots=True)

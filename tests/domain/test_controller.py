@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rollout.domain.controller import (
+    EvalOutcome,
+    RunEval,
     ApprovalInput,
     Emit,
     Observation,
@@ -166,3 +168,56 @@ def test_a_rejection_names_who_and_why() -> None:
 def test_the_reason_for_waiting_says_what_is_missing() -> None:
     step = next_step(PLAN, state(Status.RAMPING, 1, started=timedelta(minutes=5)), Observation(PASS, 200), [], T0)
     assert "200 of 1000 samples" in step.reason and "5m of 30m" in step.reason
+
+
+EVAL_PLAN = load_plan({
+    "flag": "f", "baseline": "a", "candidate": "b",
+    "stages": [
+        {"name": "offline", "kind": "eval", "eval": {"cases": "cases.jsonl", "baseline": "app:base",
+                                                     "candidate": "app:cand", "scorer": "app:score"}},
+        {"name": "shadow", "kind": "shadow", "sample": 0.2, "budget": {"per_hour": 1.0, "total": 5.0}},
+        {"name": "canary", "kind": "ramp", "percent": 5},
+    ],
+    "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.01}],
+})
+SHADOWING = state(Status.SHADOW, 1, started=timedelta(minutes=5))
+
+EXTRA_CASES = [
+    ("start with an eval stage runs the eval", EVAL_PLAN, RolloutState(), Observation(), [],
+     Status.EVALUATING, 0, "enter_stage", [RunEval, Emit]),
+    ("the eval still running", EVAL_PLAN, state(Status.EVALUATING, 0), Observation(), [],
+     Status.EVALUATING, 0, "continue", []),
+    ("a passed eval gate enters shadow", EVAL_PLAN, state(Status.EVALUATING, 0),
+     Observation(eval_outcome=EvalOutcome(True, "non-inferior in every category")), [],
+     Status.SHADOW, 1, "enter_stage", [SetAllocations, Emit]),
+    ("a failed eval gate rolls back before anyone sees the candidate", EVAL_PLAN, state(Status.EVALUATING, 0),
+     Observation(eval_outcome=EvalOutcome(False, "billing: pass rate down 30 points")), [],
+     Status.ROLLED_BACK, 0, "rollback", [RollBack, Emit]),
+    ("shadow spend over the hourly budget pauses shadowing", EVAL_PLAN, SHADOWING,
+     Observation(CONT, 10, shadow_spend_hour=1.2, shadow_spend_total=1.2), [],
+     Status.SHADOW, 1, "pause_shadow", [SetAllocations]),
+    ("paused and still over budget stays paused", EVAL_PLAN, SHADOWING,
+     Observation(CONT, 10, shadow_spend_hour=0.2, shadow_spend_total=5.0, shadow_sampling=False), [],
+     Status.SHADOW, 1, "continue", []),
+    ("the hour frees up: shadowing resumes", EVAL_PLAN, SHADOWING,
+     Observation(CONT, 10, shadow_spend_hour=0.2, shadow_spend_total=2.0, shadow_sampling=False), [],
+     Status.SHADOW, 1, "resume_shadow", [SetAllocations]),
+    ("harm in shadow rolls back even over budget", EVAL_PLAN, SHADOWING,
+     Observation(HARM, 10, shadow_spend_hour=9, shadow_spend_total=9), [],
+     Status.ROLLED_BACK, 1, "rollback", [RollBack, Emit]),
+]
+
+
+@pytest.mark.parametrize(("name", "plan", "before", "obs", "approvals", "status", "stage", "action", "effects"),
+                         EXTRA_CASES, ids=[c[0] for c in EXTRA_CASES])
+def test_eval_and_budget_transitions(name, plan, before, obs, approvals, status, stage, action, effects) -> None:  # type: ignore[no-untyped-def]
+    step = next_step(plan, before, obs, approvals, T0)
+    assert (step.state.status, step.state.stage_index, step.action) == (status, stage, action)
+    assert [type(e) for e in step.effects] == effects
+    assert step.reason
+
+
+def test_pausing_shadow_sets_the_sample_to_zero_and_resuming_restores_it() -> None:
+    paused = next_step(EVAL_PLAN, SHADOWING, Observation(CONT, 10, shadow_spend_total=6), [], T0).effects[0]
+    resumed = next_step(EVAL_PLAN, SHADOWING, Observation(CONT, 10, shadow_sampling=False), [], T0).effects[0]
+    assert (paused.shadow_bp, resumed.shadow_bp) == (0, 2_000)
