@@ -28,7 +28,7 @@ from pydantic import Field
 
 from rollout.domain.controller import Status
 from rollout.plan import load_plan
-from rollout.reconcile import CONTROLLER, CheckResult, RolloutRun, check, claim
+from rollout.reconcile import CONTROLLER, CheckResult, RolloutRun, check, claim, run_eval_stage
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import make_engine, transaction
@@ -51,8 +51,15 @@ INTERRUPT = "rollout-controller"
 
 @task(name="check", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=0.5), retry_jitter_factor=0.2,
       persist_result=False)
-def check_task(run: RolloutRun) -> CheckResult:
-    return check(run)
+def check_task(run: RolloutRun, eval_failure: str | None = None) -> CheckResult:
+    return check(run, eval_failure=eval_failure)
+
+
+@task(name="eval", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+      retry_jitter_factor=0.2, persist_result=False)
+def eval_task(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
+    """Both variants on every case not yet stored (a retry or a restarted flow skips what already ran)."""
+    return run_eval_stage(run, stage_index)
 
 
 @flow(name="rollout", log_prints=True, persist_result=False)
@@ -71,13 +78,15 @@ def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace:
     progress = create_progress_artifact(0.0, key=_key(rollout_plan.flag, "progress"),
                                         description=f"Rollout of {rollout_plan.flag}")
     try:
+        eval_failure: str | None = None
         while True:
             try:
-                result = check_task(run)
+                result = check_task(run, eval_failure)
             except Exception as exc:  # noqa: BLE001 - retries spent (database down?): keep trying, never give up the flag
                 logger.warning("check failed after retries, trying again in %s: %s", rollout_plan.check_interval, exc)
                 time.sleep(rollout_plan.check_interval.total_seconds())
                 continue
+            eval_failure = None
             _show(run, result, progress)
             state = result.step.state
             if not result.owned:
@@ -85,7 +94,12 @@ def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace:
                 return Completed(message="another controller took over")
             if not state.status.active:
                 break
-            if state.status.waiting and not result.conflict:
+            if state.status is Status.EVALUATING:
+                eval_failure, written = eval_task(run, state.stage_index)
+                _show_eval(run, state.stage_index)
+                if written == 0 and eval_failure is None:
+                    time.sleep(rollout_plan.check_interval.total_seconds())
+            elif state.status.waiting and not result.conflict:
                 _wait_for_human(run, result)
             elif result.step.action != "enter_stage":
                 time.sleep(rollout_plan.check_interval.total_seconds())
@@ -225,6 +239,20 @@ def _show(run: RolloutRun, result: CheckResult, progress_id: Any) -> None:
         except Exception as exc:  # noqa: BLE001
             print(f"could not emit {event.event}: {exc}")
     run.events.clear()
+
+
+def _show_eval(run: RolloutRun, stage_index: int) -> None:
+    """The eval gate's per-category table in the UI."""
+    from rollout.evals import gate_rows
+
+    try:
+        with transaction(run.engine) as s:
+            rows = gate_rows(s, run, stage_index)
+        if rows:
+            create_table_artifact(rows, key=_key(run.plan.flag, "eval"),
+                                  description=f"Eval gate {run.plan.stages[stage_index].name}: pass rate per category")
+    except Exception as exc:  # noqa: BLE001 - a view only
+        print(f"could not show the eval results: {exc}")
 
 
 # --- cancelled or crashed: the plan's on_abort, only for the run that owns the rollout ------

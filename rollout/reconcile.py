@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from rollout.domain.controller import (
     Emit,
+    EvalOutcome,
     Observation,
     RequestApproval,
     RollBack,
@@ -29,13 +30,15 @@ from rollout.domain.controller import (
     next_step,
 )
 from rollout.domain.flag import Phase
-from rollout.domain.plan import RolloutPlan
-from rollout.errors import VersionConflictError
+from rollout.domain.plan import RolloutPlan, StageKind
+from rollout.errors import InvalidInputError, VersionConflictError
+from rollout.evals import gate_outcome
 from rollout.stats import Evidence, Verdict, judge
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import transaction
 from rollout.store.evidence import load_evidence
+from rollout.store import outcomes as outcome_store
 from rollout.store.models import utcnow
 
 log = logging.getLogger("rollout.controller")
@@ -82,7 +85,8 @@ def claim(engine: Engine, plan: RolloutPlan, document: dict[str, Any], *, owner:
     return RolloutRun(engine, plan, document, owner, record.id, namespace)
 
 
-def check(run: RolloutRun, now: datetime | None = None) -> CheckResult:
+def check(run: RolloutRun, now: datetime | None = None, *, eval_failure: str | None = None) -> CheckResult:
+    """One check. `eval_failure`: the eval stage's runner could not run (bad case file, import error)."""
     now = now or utcnow()
     plan = run.plan
     try:
@@ -102,7 +106,11 @@ def check(run: RolloutRun, now: datetime | None = None) -> CheckResult:
             by_hand = _rolled_back_by_hand(s, run, flag.phase, state)
             verdict, samples = _judge(s, run, record.flag_id, state)
             approvals = rollout_store.approval_inputs(s, run.rollout_id)
-            step = next_step(plan, state, Observation(verdict, samples, by_hand), approvals, now)
+            observation = Observation(verdict, samples, by_hand,
+                                      eval_outcome=_eval_outcome(s, run, state, eval_failure),
+                                      shadow_sampling=flag.shadow_bp > 0,
+                                      **_shadow_spend(s, run, record.flag_id, state, now))
+            step = next_step(plan, state, observation, approvals, now)
             # State first: a final state frees the flag, so the rollback below
             # finds no active rollout left to end.
             if not rollout_store.save_state(s, run.rollout_id, step.state, owner=run.owner, now=now):
@@ -129,12 +137,43 @@ def _rolled_back_by_hand(session: Any, run: RolloutRun, phase: Phase, state: Rol
     return f"{entries[0].actor}: {entries[0].reason}" if entries else "the flag was rolled back"
 
 
+def _eval_outcome(session: Any, run: RolloutRun, state: RolloutState, failure: str | None) -> EvalOutcome | None:
+    if state.status is not Status.EVALUATING:
+        return None
+    if failure is not None:
+        return EvalOutcome(False, f"the eval could not run: {failure}")
+    stage = run.plan.stages[state.stage_index]
+    assert stage.eval is not None
+    try:
+        outcome, _ = gate_outcome(session, run.rollout_id, state.stage_index, stage.eval,
+                                  variants=(run.plan.baseline, run.plan.candidate), alpha=run.plan.alpha)
+    except InvalidInputError as exc:
+        return EvalOutcome(False, f"the eval could not run: {exc}")
+    return outcome
+
+
+def _shadow_spend(session: Any, run: RolloutRun, flag_id: int, state: RolloutState, now: datetime) -> dict[str, float]:
+    """The candidate's spend in this shadow stage, in total and over the last hour, summed by SQL."""
+    if state.status is not Status.SHADOW or state.stage_index < 0:
+        return {}
+    budget = run.plan.stages[state.stage_index].budget
+    if budget is None:
+        return {}
+    meter = {"flag_id": flag_id, "rollout_id": run.rollout_id, "stage": state.stage_index,
+             "variant": run.plan.candidate, "metric": budget.cost_metric}
+    total = outcome_store.spend(session, **meter)
+    hour = outcome_store.spend(session, **meter, since=now - timedelta(hours=1))
+    return {"shadow_spend_total": total, "shadow_spend_hour": hour}
+
+
 def _judge(session: Any, run: RolloutRun, flag_id: int, state: RolloutState) -> tuple[Verdict | None, int]:
     """The judge's verdict on the stage in force (and the live stages before it), and its samples per arm."""
     plan = run.plan
     if state.stage_index < 0:
         return None, 0
     stage = plan.stages[state.stage_index]
+    if stage.kind is StageKind.EVAL:
+        return None, 0
     if stage.live:
         stages = {i for i, st in enumerate(plan.stages[: state.stage_index + 1]) if st.live}
     else:
@@ -214,3 +253,17 @@ def decision_details(verdict: Verdict | None, samples: int) -> dict[str, Any]:
         "strata": [metric(r) for r in verdict.strata if r.verdict.value in ("harm",)],
         "health": [{"name": h.name, "ok": h.ok, "code": h.code.value, "reason": h.reason} for h in verdict.health],
     }
+
+
+def run_eval_stage(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
+    """Run an eval stage's cases (those not stored yet). Returns (why it could not run, or None; results written)."""
+    from rollout.evals import run_eval
+
+    stage = run.plan.stages[stage_index]
+    assert stage.eval is not None
+    try:
+        written = run_eval(run.engine, run.rollout_id, stage_index, stage.eval,
+                           variants=(run.plan.baseline, run.plan.candidate))
+    except InvalidInputError as exc:
+        return str(exc), 0
+    return None, written

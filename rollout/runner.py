@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from rollout.domain.controller import RolloutState, Status
 from rollout.plan import load_plan
-from rollout.reconcile import CONTROLLER, CheckResult, RolloutRun, check, claim
+from rollout.reconcile import CONTROLLER, CheckResult, RolloutRun, check, claim, run_eval_stage
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import transaction
@@ -37,14 +37,20 @@ def run_foreground(engine: Engine, document: dict[str, Any], *, actor: str, name
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
+        eval_failure: str | None = None
         while True:
-            result = check(run)
+            result = check(run, eval_failure=eval_failure)
+            eval_failure = None
             if on_check is not None:
                 on_check(result)
             state = result.step.state
             if not result.owned or not state.status.active:
                 return state
-            if result.step.action != "enter_stage":
+            if state.status is Status.EVALUATING:
+                eval_failure, written = run_eval_stage(run, state.stage_index)
+                if written == 0 and eval_failure is None:
+                    sleep(plan.check_interval.total_seconds())
+            elif result.step.action != "enter_stage":
                 sleep(plan.check_interval.total_seconds())
     except KeyboardInterrupt:
         return abort(run, "interrupted (Ctrl-C or SIGTERM)")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from rollout.store.models import Flag
+from rollout.store.models import Flag, Outcome
 
 OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value",
                    "recorded_at", "pair_id")
@@ -78,3 +78,14 @@ def _sqlite_rows(entries: Sequence[OutcomeEntry]) -> list[tuple]:
 
 def flag_ids(session: Session, *, namespace: str = "default") -> dict[str, int]:
     return {key: flag_id for key, flag_id in session.execute(select(Flag.key, Flag.id).where(Flag.namespace == namespace))}
+
+
+def spend(session: Session, *, flag_id: int, rollout_id: int, stage: int, variant: str, metric: str,
+          since: datetime | None = None) -> float:
+    """Sum of one metric (a cost) over one arm of one stage, optionally since a time: a shadow budget's meter."""
+    q = select(func.coalesce(func.sum(Outcome.value), 0.0)).where(
+        Outcome.flag_id == flag_id, Outcome.rollout_id == rollout_id, Outcome.stage == stage,
+        Outcome.variant == variant, Outcome.metric == metric)
+    if since is not None:
+        q = q.where(Outcome.recorded_at >= since)
+    return float(session.scalar(q) or 0.0)
