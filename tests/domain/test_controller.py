@@ -136,17 +136,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "plan", "before", "obs", "approvals", "status", "stage", "action", "effects"),
-                         CASES, ids=[c[0] for c in CASES])
-def test_transition(name, plan, before, obs, approvals, status, stage, action, effects) -> None:  # type: ignore[no-untyped-def]
-    # Given the state before, When the controller looks at this observation at T0
-    step = next_step(plan, before, obs, approvals, T0)
-    # Then it lands where the table says, with these effects, and says why
-    assert (step.state.status, step.state.stage_index, step.action) == (status, stage, action)
-    assert [type(e) for e in step.effects] == effects
-    assert step.reason
-
-
 def test_entering_a_stage_sets_the_plans_allocations_and_starts_its_clock() -> None:
     step = next_step(PLAN, state(Status.SHADOW, 0, started=timedelta(hours=1)), Observation(PASS, 10_000), [], T0)
     effect = step.effects[0]
@@ -209,9 +198,11 @@ EXTRA_CASES = [
 
 
 @pytest.mark.parametrize(("name", "plan", "before", "obs", "approvals", "status", "stage", "action", "effects"),
-                         EXTRA_CASES, ids=[c[0] for c in EXTRA_CASES])
-def test_eval_and_budget_transitions(name, plan, before, obs, approvals, status, stage, action, effects) -> None:  # type: ignore[no-untyped-def]
+                         CASES + EXTRA_CASES, ids=[c[0] for c in CASES + EXTRA_CASES])
+def test_transition(name, plan, before, obs, approvals, status, stage, action, effects) -> None:  # type: ignore[no-untyped-def]
+    # Given the state before, When the controller looks at this observation at T0
     step = next_step(plan, before, obs, approvals, T0)
+    # Then it lands where the table says, with these effects, and says why
     assert (step.state.status, step.state.stage_index, step.action) == (status, stage, action)
     assert [type(e) for e in step.effects] == effects
     assert step.reason
