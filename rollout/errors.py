@@ -6,11 +6,16 @@
     │   ├── InvalidFlagError          a flag definition (key, variants, strata, percent)
     │   └── InvalidPlanError          a rollout plan; `.problems` lists every problem
     ├── NotFoundError                 the thing named does not exist
-    │   └── FlagNotFoundError         no flag with that key (in that namespace)
+    │   ├── FlagNotFoundError         no flag with that key (in that namespace)
+    │   └── TokenNotFoundError        no API token with that name (in that namespace)
     ├── ConflictError                 the state moved under the caller; nothing was written
     │   ├── FlagExistsError           a flag with that key exists already
     │   ├── VersionConflictError      compare-and-set on the flag version lost
     │   └── RolloutActiveError        the flag already has an active rollout
+    ├── AccessError                   an HTTP API caller may not do this; nothing was done
+    │   ├── AuthenticationError       no token, an unknown or a revoked one (HTTP 401)
+    │   ├── PermissionDeniedError     the token's scope is too small (HTTP 403)
+    │   └── RateLimitedError          the token is over its request rate; `.retry_after` s (HTTP 429)
     └── StoreUnavailableError         the database could not be reached or answered
 
 Two rules hold everywhere:
@@ -27,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "AccessError",
+    "AuthenticationError",
     "ConflictError",
     "FlagExistsError",
     "FlagNotFoundError",
@@ -35,9 +42,12 @@ __all__ = [
     "InvalidOutcomeError",
     "InvalidPlanError",
     "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitedError",
     "RolloutActiveError",
     "RolloutError",
     "StoreUnavailableError",
+    "TokenNotFoundError",
     "VersionConflictError",
 ]
 
@@ -77,6 +87,30 @@ class FlagNotFoundError(NotFoundError):
     def __init__(self, key: str, detail: str = "") -> None:
         self.key = key
         super().__init__(f"unknown flag {key!r}" + (f" ({detail})" if detail else ""))
+
+
+class TokenNotFoundError(NotFoundError):
+    """No API token with that name in that namespace."""
+
+
+class AccessError(RolloutError):
+    """An HTTP API caller may not do this; nothing was done."""
+
+
+class AuthenticationError(AccessError):
+    """No token, an unknown one or a revoked one. The message never says which, to give a guesser nothing."""
+
+
+class PermissionDeniedError(AccessError):
+    """The token is valid but its scope (read < write < admin) does not cover this action."""
+
+
+class RateLimitedError(AccessError):
+    """The token sent more requests than its rate allows; try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"rate limit exceeded; retry after {retry_after:.2f} s")
 
 
 class ConflictError(RolloutError):

@@ -5,16 +5,17 @@ from __future__ import annotations
 import atexit
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
 
 from rollout.client.buffer import OutcomeBuffer
+from rollout.client.shadow import Retry, ShadowRunner, ShadowStats
 from rollout.client.snapshot import Refresher, Snapshot
 from rollout.client.validate import validate_metrics, validate_unit
-from rollout.domain import Assignment, CompiledFlag, ErrorCode, Reason
+from rollout.domain import Assignment, CompiledFlag, ErrorCode, Phase, Reason
 from rollout.domain.assignment import error_assignment
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError
 from rollout.store.db import make_engine
@@ -65,7 +66,15 @@ class RolloutClient:
         batch_size: int = 5_000,
         flush_interval: float = 0.5,
         engine: Engine | None = None,
+        shadow_workers: int = 4,
+        shadow_queue: int = 16,
+        shadow_rate: float | None = None,
+        shadow_retry: Retry = Retry(),  # noqa: B008 - frozen, so one shared default is safe
+        store_outputs: bool = False,
+        redact: Callable[[str], str] | None = None,
+        max_output_chars: int = 2_000,
     ) -> None:
+        """`shadow_*`, `store_outputs`, `redact` and `max_output_chars` configure `shadow()`; see its docstring."""
         self._owns_engine = engine is None
         self._engine = engine if engine is not None else make_engine(database_url)
         self._namespace = namespace
@@ -75,6 +84,11 @@ class RolloutClient:
         self._buffer = OutcomeBuffer(
             lambda rows: insert_outcomes(self._engine, rows),
             capacity=buffer_size, batch_size=batch_size, flush_interval=flush_interval,
+        )
+        self._shadow = ShadowRunner(
+            self._buffer.add, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
+            rate=shadow_rate, retry=shadow_retry, store_outputs=store_outputs, redact=redact,
+            max_output_chars=max_output_chars,
         )
         self._closed = False
         atexit.register(self.close)
@@ -118,8 +132,112 @@ class RolloutClient:
                                        variant=variant, attributes=attributes, at=time.time()))
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every outcome recorded so far is stored. False if `timeout` ran out first."""
-        return self._buffer.flush(timeout)
+        """Block until every outcome recorded so far is stored. False if `timeout` ran out first.
+
+        Shadow pairs still running count as recorded: flush waits for them
+        too, which takes at most their `timeout`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._shadow.wait_idle(timeout):
+            return False
+        return self._buffer.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    # --- shadow runs ---------------------------------------------------------------
+
+    def shadow(
+        self,
+        flag: str,
+        unit_id: str,
+        baseline: Callable[..., Any],
+        candidate: Callable[..., Any],
+        /,
+        *args: Any,
+        attributes: Mapping[str, Any] | None = None,
+        cost: Callable[[Any], float] | None = None,
+        scorers: Sequence[Any] = (),
+        timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> Any:
+        """Call `baseline(*args, **kwargs)` and return what it returns; in shadow, also run the candidate on the side.
+
+        Exactly as if `baseline` were called directly: its result is returned
+        and its exceptions propagate unchanged. When the flag is in its shadow
+        phase and this unit is in the shadow sample, `candidate(*args,
+        **kwargs)` runs at the same time on a worker thread, with `timeout`
+        seconds from this call, transient failures retried (`shadow_retry`),
+        and at most `shadow_rate` (or the shadow stage's `rate_limit`) calls a
+        second. Nothing about the candidate reaches the caller: failures,
+        timeouts, a full pool or the rate limit are counted in
+        `shadow_stats`, and failures and timeouts are stored as candidate
+        outcomes with `error = 1`.
+
+        Both arms are stored as outcomes with one `pair_id`: `latency_ms`,
+        `error`, `cost_usd` when known (a callable may return `(output,
+        cost)`, or pass `cost=` a function of the output), and one metric per
+        scorer (see `rollout.scorers`). Per-output scorers score each arm's
+        own output; agreement scorers (exact match, similarity) give the
+        candidate its score and the baseline 1.0, so "agreement >= 1 - margin"
+        is an ordinary paired non-inferiority test. Pass the same `scorers`
+        tuple on every call (it is checked once and cached by identity).
+        Outputs are stored only with `store_outputs=True` or a `redact` hook.
+
+        `attributes`, `cost`, `scorers` and `timeout` are taken by shadow();
+        every other keyword goes to both callables.
+
+            summary = client.shadow("ticket-summarizer", user.id, current_model, new_model, ticket,
+                                    attributes={"tier": user.tier}, scorers=SCORERS, timeout=20)
+        """
+        try:
+            compiled = self._snapshot.flags.get(flag)
+            sampled = (compiled is not None and compiled.state.phase is _SHADOW
+                       and compiled.evaluate(unit_id, attributes).in_shadow)
+        except Exception:  # noqa: BLE001 - like assign(): a fault here means no shadow run, never an error
+            sampled = False
+        if not sampled:
+            return baseline(*args, **kwargs)
+        flag_id = self._snapshot.ids.get(flag)
+        if flag_id is None:
+            return baseline(*args, **kwargs)
+        return self._shadow.run(compiled, flag_id, unit_id, attributes, baseline, candidate, args, kwargs,
+                                cost, scorers, timeout)
+
+    async def ashadow(
+        self,
+        flag: str,
+        unit_id: str,
+        baseline: Callable[..., Any],
+        candidate: Callable[..., Any],
+        /,
+        *args: Any,
+        attributes: Mapping[str, Any] | None = None,
+        cost: Callable[[Any], float] | None = None,
+        scorers: Sequence[Any] = (),
+        timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> Any:
+        """`shadow()` for asyncio: `baseline` and `candidate` are async functions.
+
+        The candidate runs as a task on the running loop and is cancelled at
+        its deadline; scoring runs on a background thread, never on the loop.
+        """
+        try:
+            compiled = self._snapshot.flags.get(flag)
+            sampled = (compiled is not None and compiled.state.phase is _SHADOW
+                       and compiled.evaluate(unit_id, attributes).in_shadow)
+        except Exception:  # noqa: BLE001 - see shadow()
+            sampled = False
+        if not sampled:
+            return await baseline(*args, **kwargs)
+        flag_id = self._snapshot.ids.get(flag)
+        if flag_id is None:
+            return await baseline(*args, **kwargs)
+        return await self._shadow.run_async(compiled, flag_id, unit_id, attributes, baseline, candidate, args,
+                                            kwargs, cost, scorers, timeout)
+
+    @property
+    def shadow_stats(self) -> ShadowStats:
+        """What happened to shadow runs: how many were paired, skipped (and why), failed or timed out."""
+        return self._shadow.stats
 
     # --- state ---------------------------------------------------------------------
 
@@ -144,6 +262,7 @@ class RolloutClient:
             return
         self._closed = True
         atexit.unregister(self.close)
+        self._shadow.close(timeout)
         self._buffer.close(timeout)
         self._refresher.stop()
         if self._owns_engine:
@@ -193,10 +312,13 @@ def outcome_entry(
     return (prefix, values, at)
 
 
+_SHADOW = Phase.SHADOW
+
+
 def _unit_hash(salt: str, unit_id: str) -> int:
     """A keyed 64-bit hash: enough to pair a unit's outcomes, not enough to read its id back."""
     digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-__all__ = ["Assignment", "ClientStats", "Reason", "RolloutClient", "outcome_entry"]
+__all__ = ["Assignment", "ClientStats", "Reason", "Retry", "RolloutClient", "ShadowStats", "outcome_entry"]

@@ -253,3 +253,23 @@ class EvalResult(Base):
     cost: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ShadowOutput(Base):
+    """One arm's output of a shadow pair, stored only when the plan owner opts in.
+
+    Outputs can hold personal data, so the SDK writes them only with
+    `store_outputs=True` or a redaction hook, after redaction and a length
+    cap. `pair_id` joins the row to its outcomes. No foreign key to flags,
+    as on outcomes: an append-only record the SDK writes in batches.
+    """
+
+    __tablename__ = "shadow_outputs"
+    __table_args__ = (Index("ix_shadow_outputs_pair_id", "pair_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pair_id: Mapped[int] = mapped_column(BigInteger)
+    flag_id: Mapped[int] = mapped_column(Integer)
+    variant: Mapped[str] = mapped_column(String(100))
+    output: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,98 @@
+"""/v1/rollouts/{flag}/...: admin actions on a flag's rollout, each audited with the token's name.
+
+This router is where the rollout endpoints live. `rollback` is here; the
+status (`GET /v1/rollouts/{flag}`) and `POST /v1/rollouts/{flag}/approve`
+routes belong beside it, written the same way: `Depends(require(Scope.ADMIN))`
+(or READ for the status), `check_flag_key`, the store call in
+`run_in_threadpool` inside `transaction(...)`, actor `principal.actor`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rollout.api.auth import authorize
+from rollout.api.common import (
+    AUTH_ERRORS,
+    error_responses,
+    has_control_characters,
+    json_response,
+    read_json,
+    service,
+)
+from rollout.api.snapshot import flag_document
+from rollout.domain.flag import KEY_PATTERN
+from rollout.errors import FlagNotFoundError, InvalidInputError, VersionConflictError
+from rollout.store import flags as store
+from rollout.store.db import transaction
+from rollout.store.tokens import Scope
+
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+
+FlagKey = Annotated[str, Path(description="The flag's key, in the token's namespace", max_length=200)]
+
+ROLLBACK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {
+        "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
+        "expected_version": {"type": ["integer", "null"],
+                             "description": "Refuse (409) unless the flag is still at this version"},
+    },
+}
+
+
+def check_flag_key(flag: str) -> str:
+    """A key that cannot name a flag is a 404 here, before it can reach SQL."""
+    if not KEY_PATTERN.match(flag):
+        raise HTTPException(404, f"no flag {flag[:100]!r} in this namespace")
+    return flag
+
+
+@router.post(
+    "/{flag}/rollback",
+    summary="Roll a flag back: everyone on the baseline, now",
+    description="Admin scope. Ends the flag's active rollout as rolled back. Audited as `token:<name>`.",
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": ROLLBACK_SCHEMA}}}},
+    responses={200: {"description": "The flag after the rollback",
+                     "content": {"application/json": {"schema": {"type": "object"}}}},
+               **error_responses(*AUTH_ERRORS, 404, 409, 503)},
+)
+async def rollback(request: Request, flag: FlagKey) -> Response:
+    principal = await authorize(request, Scope.ADMIN)
+    check_flag_key(flag)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise HTTPException(422, "the body must be {\"reason\": \"...\"}")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000 or has_control_characters(reason):
+        raise HTTPException(422, "'reason' must be 1-2000 characters of text (no control characters)")
+    expected = body.get("expected_version")
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)
+                                 or not 0 < expected < 2**31):
+        raise HTTPException(422, "'expected_version' must be a positive integer")
+    state = service(request)
+
+    def work() -> dict[str, Any]:
+        with transaction(state.engine) as session:
+            after = store.rollback(session, flag, actor=principal.actor, reason=reason,
+                                   namespace=principal.namespace, expected_version=expected)
+        return flag_document(after)
+
+    try:
+        doc = await run_in_threadpool(work)
+    except FlagNotFoundError:
+        raise HTTPException(404, f"no flag {flag!r} in this namespace") from None
+    except VersionConflictError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except InvalidInputError as exc:
+        raise HTTPException(422, str(exc)) from None
+    # Serve the new state (and wake long-polls) now rather than at the next poll tick.
+    await run_in_threadpool(state.snapshot.refresh)
+    return json_response(doc)
