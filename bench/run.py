@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, propagation, record  # noqa: E402
+from bench import assign, http, propagation, record, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -39,6 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
+        shadow.BATCHES = max(1, shadow.BATCHES // 10)
+        http.EVAL_SECONDS, http.OUTCOME_BATCHES, http.POLL_ROUNDS = 3, 20, 3
 
     sections: list[tuple[str, str]] = []
     started = time.time()
@@ -46,6 +48,8 @@ def main() -> None:
         ("assign(): local evaluation against GrowthBook", assign),
         ("Outcomes: record() + flush() into the database", record),
         ("Propagation: a rollback reaching a running client", propagation),
+        ("Shadow: overhead of shadow() on the caller", shadow),
+        ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()

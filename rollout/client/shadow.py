@@ -46,14 +46,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from rollout.client.buffer import OutcomeBuffer
 from rollout.domain import CompiledFlag
 from rollout.scorers import Scorer, as_scorers, as_text
+from rollout.store.shadow_outputs import insert_shadow_outputs
 
 log = logging.getLogger("rollout.client")
 
@@ -665,19 +665,6 @@ def _scorer_input(args: tuple, kwargs: dict) -> Any:
     if not args and len(kwargs) == 1:
         return next(iter(kwargs.values()))
     return (args, kwargs)
-
-
-def insert_shadow_outputs(engine: Engine, rows: Iterable[tuple[int, int, str, str, float]]) -> int:
-    """Store (pair_id, flag_id, variant, text, Unix time) rows in shadow_outputs, in one transaction."""
-    from rollout.store.models import ShadowOutput
-
-    values = [{"pair_id": p, "flag_id": f, "variant": v, "output": text,
-               "created_at": datetime.fromtimestamp(at, UTC)} for p, f, v, text, at in rows]
-    if not values:
-        return 0
-    with engine.begin() as conn:
-        conn.execute(insert(ShadowOutput), values)
-    return len(values)
 
 
 __all__ = ["Retry", "ShadowRunner", "ShadowStats", "TokenBucket", "is_transient"]
