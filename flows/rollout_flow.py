@@ -247,7 +247,7 @@ def _show_eval(run: RolloutRun, stage_index: int) -> None:
 
     try:
         with transaction(run.engine) as s:
-            rows = gate_rows(s, run, stage_index)
+            rows = gate_rows(s, run.rollout_id, stage_index, run.plan)
         if rows:
             create_table_artifact(rows, key=_key(run.plan.flag, "eval"),
                                   description=f"Eval gate {run.plan.stages[stage_index].name}: pass rate per category")

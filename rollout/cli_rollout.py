@@ -188,6 +188,10 @@ def _status_text(info: dict[str, Any]) -> str:
     lines.append(f"why       {r['reason']}")
     if r["pending_approval"]:
         lines.append(f"waiting   for approval of stage {r['pending_approval']}: rollout approve {flag['key']} --by NAME")
+    for stage, rows in (r.get("eval") or {}).items():
+        for row in rows:
+            lines.append(f"eval {stage:<8} {row['category']:<12} {row['cases']:>4} cases  baseline "
+                         f"{row['baseline pass rate']:.0%}  candidate {row['candidate pass rate']:.0%}  {row['verdict']}")
     check = r["last_check"]
     if check:
         lines.append(f"last check #{check['sequence']} at {check['at'][11:19]}: {check['verdict']} -> {check['action']}")

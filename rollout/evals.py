@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from rollout.domain.controller import EvalOutcome
-from rollout.domain.plan import EvalSpec
+from rollout.domain.plan import EvalSpec, RolloutPlan
 from rollout.errors import InvalidInputError
 from rollout.store import evals as eval_store
 from rollout.store.db import transaction
@@ -188,3 +188,25 @@ def gate_outcome(session: Session, rollout_id: int, stage_index: int, spec: Eval
 
     result = eval_gate(pairs, margin=spec.margin, alpha=alpha, min_cases=spec.min_cases)
     return EvalOutcome(result.passed, result.reason), result
+
+
+def gate_rows(session: Session, rollout_id: int, stage_index: int, plan: RolloutPlan) -> list[dict[str, Any]]:
+    """The eval gate's table (overall first, then each category), for the UI and `rollout status`."""
+    stage = plan.stages[stage_index]
+    if stage.eval is None:
+        return []
+    try:
+        _, result = gate_outcome(session, rollout_id, stage_index, stage.eval,
+                                 variants=(plan.baseline, plan.candidate), alpha=plan.alpha)
+    except InvalidInputError:
+        return []
+    if result is None:
+        return []
+    return [_row(r) for r in (result.overall, *result.categories)]
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return {"category": r.category or "all cases", "cases": r.n, "baseline pass rate": round(r.baseline_rate, 3),
+            "candidate pass rate": round(r.candidate_rate, 3), "difference": round(r.difference, 3),
+            "lower bound": None if r.lower != r.lower else round(r.lower, 3), "gated": r.gated,
+            "verdict": str(r.verdict), "reason": r.reason}

@@ -33,11 +33,11 @@ from rollout.domain.flag import Phase
 from rollout.domain.plan import RolloutPlan, StageKind
 from rollout.errors import InvalidInputError, VersionConflictError
 from rollout.evals import gate_outcome
-from rollout.stats import Evidence, Verdict, judge
+from rollout.stats import Evidence, Verdict, judge, judge_paired
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import transaction
-from rollout.store.evidence import load_evidence
+from rollout.store.evidence import load_evidence, load_paired_evidence
 from rollout.store import outcomes as outcome_store
 from rollout.store.models import utcnow
 
@@ -174,6 +174,8 @@ def _judge(session: Any, run: RolloutRun, flag_id: int, state: RolloutState) -> 
     stage = plan.stages[state.stage_index]
     if stage.kind is StageKind.EVAL:
         return None, 0
+    if stage.kind is StageKind.SHADOW:
+        return _judge_shadow(session, run, flag_id, state)
     if stage.live:
         stages = {i for i, st in enumerate(plan.stages[: state.stage_index + 1]) if st.live}
     else:
@@ -198,6 +200,22 @@ def _judge(session: Any, run: RolloutRun, flag_id: int, state: RolloutState) -> 
     verdict = judge(evidence, plan.metrics, alpha=plan.alpha,
                     min_samples=max(20, min(stage.min_samples, 100)),
                     planned_samples=max(stage.min_samples, 1_000))
+    return verdict, samples
+
+
+def _judge_shadow(session: Any, run: RolloutRun, flag_id: int, state: RolloutState) -> tuple[Verdict | None, int]:
+    """Shadow: both arms answered the same requests, so compare them pair by pair (far tighter than two arms)."""
+    plan = run.plan
+    stage = plan.stages[state.stage_index]
+    paired_metrics = [m for m in plan.metrics if m.quantile is None]  # a quantile has no per-pair difference
+    recorded = sorted({m.metric for m in paired_metrics})
+    evidence = load_paired_evidence(session, flag_id=flag_id, rollout_id=run.rollout_id, metrics=recorded,
+                                    baseline=plan.baseline, candidate=plan.candidate, stages=[state.stage_index])
+    samples = min((sum(p.n for (m, _s, _g), p in evidence.pairs.items() if m == metric) for metric in recorded),
+                  default=0)
+    verdict = judge_paired(evidence, paired_metrics, alpha=plan.alpha,
+                           min_samples=max(20, min(stage.min_samples, 100)),
+                           planned_samples=max(stage.min_samples, 500))
     return verdict, samples
 
 

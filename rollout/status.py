@@ -45,6 +45,11 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
         "lease_expires_at": record.lease_expires_at.isoformat() if record.lease_expires_at else None,
         "last_check": None,
     }
+    from rollout.evals import gate_rows
+
+    out["rollout"]["eval"] = {plan.stages[i].name: gate_rows(session, record.id, i, plan)
+                              for i in range(len(plan.stages)) if plan.stages[i].eval is not None
+                              and i <= max(state.stage_index, 0)}
     if last:
         d = last[0]
         out["rollout"]["last_check"] = {

@@ -66,12 +66,14 @@ class Traffic:
             attrs = user_attributes(stratum, rng)
             a = self.client.assign(self.flag, uid, attrs)
             served = self.candidate if a.is_candidate else self.baseline
-            self.client.record(self.flag, uid, self._outcome(served, stratum), attributes=attrs)
+            # A shadowed request also ran the candidate (its answer thrown away): both outcomes
+            # are reported as one pair, which is what the shadow stage's judge compares.
+            pair = rng.getrandbits(62) + 1 if a.in_shadow else None
+            self.client.record(self.flag, uid, self._outcome(served, stratum), attributes=attrs, pair_id=pair)
             recorded += 1
             if a.in_shadow:
-                # The app also ran the candidate for this user (its answer thrown away) and reports it.
                 self.client.record(self.flag, uid, self._outcome(self.candidate, stratum),
-                                   variant=_candidate_of(self.client, self.flag), attributes=attrs)
+                                   variant=_candidate_of(self.client, self.flag), attributes=attrs, pair_id=pair)
                 recorded += 1
         return recorded
 

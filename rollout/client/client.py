@@ -118,18 +118,25 @@ class RolloutClient:
         *,
         variant: str | None = None,
         attributes: Mapping[str, Any] | None = None,
+        pair_id: int | None = None,
     ) -> None:
         """Report what happened for this unit. Bad input raises InvalidInputError at once and stores nothing.
 
         `variant` defaults to the unit's current assignment; pass it when the
-        outcome is for another arm (a candidate's shadow run, say).
+        outcome is for another arm (a candidate's shadow run, say). `pair_id`
+        (a positive 63-bit number) joins a baseline and a candidate outcome of
+        the same request, for apps that run their own shadow pairs; `shadow()`
+        does this by itself.
         """
         compiled = self._snapshot.flags.get(flag) if isinstance(flag, str) else None
         if compiled is None:
             detail = "" if self._snapshot.loaded else "the flag snapshot has never loaded"
             raise FlagNotFoundError(str(flag), detail)
+        if pair_id is not None and (isinstance(pair_id, bool) or not isinstance(pair_id, int)
+                                    or not 0 < pair_id < 2**63):
+            raise InvalidOutcomeError(f"pair_id must be a positive 63-bit integer, got {pair_id!r}")
         self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics,
-                                       variant=variant, attributes=attributes, at=time.time()))
+                                       variant=variant, attributes=attributes, at=time.time(), pair_id=pair_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every outcome recorded so far is stored. False if `timeout` ran out first.

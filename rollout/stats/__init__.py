@@ -5,10 +5,26 @@ programmer misuse (bad spec, bad alpha) raises ValueError.
 
     verdict = judge(evidence, [MetricSpec("error", kind="binary", margin=0.005)], alpha=0.05)
     verdict.decision   # Decision.CONTINUE / PASS / HOLD / ROLLBACK
+
+Shadow pairs (the same request through both arms) go to `judge_paired`, which
+returns the same Verdict; an eval gate's case results go to `eval_gate`.
 """
 
 from rollout.stats._evidence import BASIS_POINTS, ArmKey, CellKey, Evidence, UnitKey
 from rollout.stats._judge import judge
+from rollout.stats._paired import (
+    EvalGateResult,
+    EvalGateRow,
+    GateVerdict,
+    PairedEvidence,
+    PairKey,
+    PairStats,
+    discordant_variance,
+    eval_gate,
+    judge_paired,
+    paired_pooled_comparison,
+    tango_score,
+)
 from rollout.stats._pooling import binary_variance, pooled_comparison
 from rollout.stats._sequence import anytime_p_value, boundary, log_evalue, srm_log_evalue
 from rollout.stats._spec import MetricSpec
@@ -23,22 +39,33 @@ __all__ = [
     "CellKey",
     "Code",
     "Decision",
+    "EvalGateResult",
+    "EvalGateRow",
     "Evidence",
+    "GateVerdict",
     "HealthCheck",
     "LogHistogram",
     "MetricResult",
     "MetricSpec",
     "MetricVerdict",
+    "PairKey",
+    "PairStats",
+    "PairedEvidence",
     "UnitKey",
     "Verdict",
     "anytime_p_value",
     "bin_lower_edge",
     "binary_variance",
     "boundary",
+    "discordant_variance",
+    "eval_gate",
     "histogram_bin",
     "judge",
+    "judge_paired",
     "log_evalue",
     "merge",
+    "paired_pooled_comparison",
     "pooled_comparison",
     "srm_log_evalue",
+    "tango_score",
 ]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import case, distinct, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, distinct, func, select
+from sqlalchemy.orm import Session, aliased
 
-from rollout.stats import BINS_PER_LN, ArmStats, Evidence, LogHistogram
+from rollout.stats import BINS_PER_LN, ArmStats, Evidence, LogHistogram, PairedEvidence, PairStats
 from rollout.store.models import Allocation, Flag, Outcome
 
 
@@ -138,3 +138,108 @@ def load_evidence(
             ).all()
             allocation_bp = {(stratum, latest): int(bp) for stratum, bp in current}
     return Evidence(raw, baseline, candidate, units, allocation_bp)
+
+
+def load_paired_evidence(
+    session: Session,
+    *,
+    flag_id: int,
+    rollout_id: int | None = None,
+    metrics: Iterable[str] | None = None,
+    baseline: str,
+    candidate: str,
+    stages: Iterable[int] | None = None,
+) -> PairedEvidence:
+    """Sufficient statistics of shadow pairs, per (metric, stratum, stage), for `judge_paired`.
+
+    A pair is a baseline row and a candidate row with the same pair_id, metric,
+    stratum and stage. One self-join of `outcomes` aggregates the per-pair
+    differences (and the 2x2 counts for binary metrics) in SQL; a second GROUP
+    BY counts each arm's paired rows, so outcomes whose partner never arrived
+    (or a pair id reported twice) show up as such instead of silently shrinking
+    or inflating the pairs. Rows without a pair_id are not shadow outcomes and
+    are ignored. Takes a Session and never commits.
+    """
+    b = aliased(Outcome, name="b")
+    c = aliased(Outcome, name="c")
+    metric_list = None if metrics is None else sorted(set(metrics))
+    stage_list = None if stages is None else sorted(set(stages))
+
+    def scope(o, variants):
+        where = [o.flag_id == flag_id, o.pair_id.is_not(None), o.variant.in_(variants)]
+        if rollout_id is not None:
+            where.append(o.rollout_id == rollout_id)
+        if metric_list is not None:
+            where.append(o.metric.in_(metric_list))
+        if stage_list is not None:
+            where.append(o.stage.in_(stage_list))
+        return where
+
+    d = c.value - b.value
+    both_positive = and_(b.value > 0, c.value > 0)
+    # ln() only inside the CASE: PostgreSQL raises on ln(0), SQLite returns NULL.
+    log_d = case((both_positive, func.ln(c.value) - func.ln(b.value)), else_=None)
+    log_b = case((both_positive, func.ln(b.value)), else_=None)
+    b_event, c_event = b.value != 0, c.value != 0
+
+    def count_if(condition):
+        return func.sum(case((condition, 1), else_=0))
+
+    groups = (b.metric, b.stratum, b.stage)
+    pairs_q = (
+        select(
+            *groups,
+            func.count(),
+            func.sum(d),
+            func.sum(d * d),
+            func.sum(b.value),
+            func.sum(b.value * b.value),
+            func.sum(b.value * d),
+            count_if(both_positive),
+            func.sum(log_d),
+            func.sum(log_d * log_d),
+            func.sum(log_b),
+            count_if(and_(~b_event, c_event)),
+            count_if(and_(b_event, ~c_event)),
+            count_if(and_(b_event, c_event)),
+            # Not the same as count() when a pair id repeats, which multiplies its rows in the join.
+            func.count(distinct(b.pair_id)),
+        )
+        .select_from(b)
+        .join(
+            c,
+            and_(
+                c.pair_id == b.pair_id, c.metric == b.metric, c.stratum == b.stratum, c.stage == b.stage,
+                *scope(c, [candidate]),
+            ),
+        )  # fmt: skip
+        .where(*scope(b, [baseline]))
+        .group_by(*groups)
+    )
+    fields: dict[tuple[str, str, int], dict[str, float]] = {}
+    names = ("n", "sum_d", "sum_d_sq", "sum_b", "sum_b_sq", "sum_bd", "log_n", "log_sum_d", "log_sum_d_sq",
+             "log_sum_b", "n01", "n10", "n11")  # fmt: skip
+    matched: dict[tuple[str, str, int], int] = {}
+    for metric, stratum, stage, *sums, ids in session.execute(pairs_q):
+        key = (metric, stratum, int(stage))
+        fields[key] = {
+            name: (int(v or 0) if name in ("n", "log_n", "n01", "n10", "n11") else float(v or 0.0))
+            for name, v in zip(names, sums, strict=True)
+        }  # fmt: skip
+        matched[key] = int(ids)
+
+    o = Outcome
+    arms_q = (
+        select(o.metric, o.variant, o.stratum, o.stage, func.count(), func.count(distinct(o.pair_id)))
+        .where(*scope(o, [baseline, candidate]))
+        .group_by(o.metric, o.variant, o.stratum, o.stage)
+    )
+    for metric, variant, stratum, stage, rows, ids in session.execute(arms_q):
+        key = (metric, stratum, int(stage))
+        cell = fields.setdefault(key, {})
+        # An arm's pair ids beyond those that met a partner have none; rows beyond its ids repeat one.
+        side = "baseline_only" if variant == baseline else "candidate_only"
+        cell[side] = int(ids) - matched.get(key, 0)
+        cell["repeated"] = int(cell.get("repeated", 0)) + int(rows) - int(ids)
+    return PairedEvidence({key: PairStats(**cell) for key, cell in fields.items()}, baseline, candidate)
+
