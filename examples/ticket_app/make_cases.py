@@ -1,4 +1,4 @@
-"""Writes cases.jsonl: 125 support tickets in five categories, each with the key facts a summary must keep.
+"""Writes cases.jsonl: 200 support tickets in five categories, each with the key facts a summary must keep.
 
     python -m examples.ticket_app.make_cases
 """
@@ -23,7 +23,7 @@ CATEGORIES = {
 }
 
 
-def cases(per_category: int = 25, seed: int = 42) -> list[dict]:
+def cases(per_category: int = 40, seed: int = 42) -> list[dict]:
     rng = random.Random(seed)
     out = []
     for category, (facts, subject) in CATEGORIES.items():

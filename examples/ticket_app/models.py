@@ -48,7 +48,8 @@ class FakeSummarizer:
         p = self.profile
         if p.sleep_scale:
             time.sleep(self.latency_ms(ticket, stratum) / 1000 * p.sleep_scale)
-        cost = p.cost_by_stratum.get(stratum, p.cost_usd)
+        # Tokens in and out vary from ticket to ticket, and so does the bill.
+        cost = p.cost_by_stratum.get(stratum, p.cost_usd) * (0.7 + 0.6 * _unit(p.name, "cost", ticket.get("id")))
         if _unit(p.name, "refuse", ticket.get("id")) < p.refusal_rate:
             return REFUSAL, cost
         skill = p.skill_by_category.get(ticket.get("category", ""), p.skill)
