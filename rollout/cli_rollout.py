@@ -32,8 +32,12 @@ def plan_validate(file: Path) -> None:
     plan = load_plan(Path(file))
     typer.echo(f"{file}: valid plan for flag {plan.flag} ({plan.baseline} -> {plan.candidate})")
     for i, s in enumerate(plan.stages, 1):
-        alloc = (f"sample {s.shadow_bp / 100:g} %" if s.kind.value == "shadow"
-                 else ", ".join(f"{n} {bp / 100:g} %" for n, bp in s.allocations.items()))
+        if s.eval is not None:
+            alloc = f"{s.eval.candidate} against {s.eval.baseline} on {s.eval.cases} (margin {s.eval.margin:g})"
+        elif s.kind.value == "shadow":
+            alloc = f"sample {s.shadow_bp / 100:g} %" + (f", budget {s.budget.total:g} in total" if s.budget and s.budget.total else "")
+        else:
+            alloc = ", ".join(f"{n} {bp / 100:g} %" for n, bp in s.allocations.items())
         gate = ", approval required" if s.approval else ""
         typer.echo(f"  {i}. {s.name:<10} {s.kind.value:<7} {alloc}{gate}")
     typer.echo("  metrics: " + ", ".join(f"{m.name} (margin {m.margin:g}{' relative' if m.relative else ''})"

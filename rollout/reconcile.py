@@ -86,9 +86,20 @@ def claim(engine: Engine, plan: RolloutPlan, document: dict[str, Any], *, owner:
 
 
 def check(run: RolloutRun, now: datetime | None = None, *, eval_failure: str | None = None) -> CheckResult:
-    """One check. `eval_failure`: the eval stage's runner could not run (bad case file, import error)."""
+    """One check. `eval_failure`: the eval stage's runner could not run (bad case file, import error).
+
+    Two transactions: the evidence is read and judged first, without any
+    lock, because aggregating outcomes can take a while and SQLite would
+    otherwise hold its single write lock (blocking every app's outcome writes)
+    for that long. The decision is then made and applied in a short write
+    transaction, which re-reads the rollout and drops the verdict if the stage
+    moved in between.
+    """
     now = now or utcnow()
     plan = run.plan
+    with transaction(run.engine) as s:
+        seen = rollout_store.get_rollout(s, run.rollout_id)
+        measured = _measure(s, run, seen, now, eval_failure) if seen.state.status.active else None
     try:
         with transaction(run.engine) as s:
             # Lock our rollout row first (flag after), the order a manual rollback uses too.
@@ -101,16 +112,14 @@ def check(run: RolloutRun, now: datetime | None = None, *, eval_failure: str | N
             if not renewed:
                 return CheckResult(Step(record.state, (), "none", "another controller owns this rollout"),
                                    None, None, owned=False)
-            flag = flag_store.get_flag(s, plan.flag, namespace=run.namespace)
             state = record.state
-            by_hand = _rolled_back_by_hand(s, run, flag.phase, state)
-            verdict, samples = _judge(s, run, record.flag_id, state)
-            approvals = rollout_store.approval_inputs(s, run.rollout_id)
-            observation = Observation(verdict, samples, by_hand,
-                                      eval_outcome=_eval_outcome(s, run, state, eval_failure),
-                                      shadow_sampling=flag.shadow_bp > 0,
-                                      **_shadow_spend(s, run, record.flag_id, state, now))
-            step = next_step(plan, state, observation, approvals, now)
+            if measured is None or (state.status, state.stage_index) != (seen.state.status, seen.state.stage_index):
+                raise VersionConflictError("the stage moved while the evidence was being judged")
+            flag = flag_store.get_flag(s, plan.flag, namespace=run.namespace)
+            verdict, samples, extra = measured
+            observation = Observation(verdict, samples, _rolled_back_by_hand(s, run, flag.phase, state),
+                                      shadow_sampling=flag.shadow_bp > 0, **extra)
+            step = next_step(plan, state, observation, rollout_store.approval_inputs(s, run.rollout_id), now)
             # State first: a final state frees the flag, so the rollback below
             # finds no active rollout left to end.
             if not rollout_store.save_state(s, run.rollout_id, step.state, owner=run.owner, now=now):
@@ -124,9 +133,19 @@ def check(run: RolloutRun, now: datetime | None = None, *, eval_failure: str | N
             )
     except VersionConflictError as exc:
         log.info("rollout %s: %s; checking again", plan.flag, exc)
-        return CheckResult(Step(record.state, (), "conflict", str(exc)), None, None, conflict=True)
+        return CheckResult(Step(seen.state, (), "conflict", str(exc)), None, None, conflict=True)
     run.events.extend(e for e in step.effects if isinstance(e, Emit))
     return CheckResult(step, verdict, sequence)
+
+
+def _measure(session: Any, run: RolloutRun, record: Any, now: datetime,
+             eval_failure: str | None) -> tuple[Verdict | None, int, dict[str, Any]]:
+    """Everything a check reads from outcomes: the judge's verdict, samples, the eval gate, shadow spend."""
+    state = record.state
+    verdict, samples = _judge(session, run, record.flag_id, state)
+    extra: dict[str, Any] = {"eval_outcome": _eval_outcome(session, run, state, eval_failure),
+                             **_shadow_spend(session, run, record.flag_id, state, now)}
+    return verdict, samples, extra
 
 
 def _rolled_back_by_hand(session: Any, run: RolloutRun, phase: Phase, state: RolloutState) -> str | None:
