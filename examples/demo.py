@@ -3,8 +3,9 @@
     make demo
 
 1. Assignment: a flag with three strata and 100,000 simulated users.
-2. A healthy candidate goes shadow -> canary -> quarter -> full; the demo
-   approves the gated stages through the same API `rollout approve` uses.
+2. A healthy candidate of the example ticket summarizer (examples/ticket_app)
+   goes eval gate -> shadow -> canary -> quarter -> full; the demo approves
+   the gated stages through the same API `rollout approve` uses.
 3. A second candidate, with twice the error rate for free-tier users, is
    rolled back by the judge; the demo prints the judge's reason.
 
@@ -109,7 +110,17 @@ def flow_state(flow_run_id: Any) -> Any:
         return client.read_flow_run(flow_run_id).state
 
 
-def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidate: VariantBehaviour,
+def ticket_traffic(client: RolloutClient, flag: str, seed: int) -> Any:
+    """The example app's users, with live models that really take a little time (1/500 of what they simulate)."""
+    from examples.ticket_app.models import FakeSummarizer, ModelProfile
+    from examples.ticket_app.service import TicketService, TicketTraffic
+
+    live = {"small-v1": FakeSummarizer(ModelProfile("small-v1", sleep_scale=0.002)),
+            "large-v2": FakeSummarizer(ModelProfile("large-v2", skill=0.94, sleep_scale=0.002))}
+    return TicketTraffic(TicketService(client, flag, live), seed=seed)
+
+
+def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidate: VariantBehaviour | None,
           seed: int) -> tuple[Any, int]:
     document = plan_document(plan_file)
     flag = document["flag"]
@@ -120,13 +131,14 @@ def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidat
     approved: set[str] = set()
     started = time.monotonic()
     with RolloutClient(url, refresh_interval=0.2) as client:
-        traffic = Traffic(client, flag, candidate=candidate, seed=seed)
+        traffic = (ticket_traffic(client, flag, seed) if candidate is None
+                   else Traffic(client, flag, candidate=candidate, seed=seed))
         while True:
             state = flow_state(flow_run.id)
             if state is not None and state.is_final():
                 break
             if client.assign(flag, "probe").error_code is None:
-                traffic.run(1_500)
+                traffic.run(1_500 if candidate is not None else 400)
                 client.flush(timeout=30)
             with transaction(engine) as s:
                 info = rollout_status(s, flag) if store.list_flags(s) and _exists(s, flag) else None
@@ -137,6 +149,12 @@ def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidat
                     seen.add(key)
                     print(f"   {time.monotonic() - started:5.1f}s  {rollout['status']:<18} stage "
                           f"{rollout['stage'] or '-':<8} {_alloc(info['flag'])}")
+                    for stage, rows in (rollout.get("eval") or {}).items():
+                        if rows and ("eval", stage) not in seen:
+                            seen.add(("eval", stage))
+                            print(f"          eval gate {stage}: " + ", ".join(
+                                f"{r['category']} {r['baseline pass rate']:.0%} -> {r['candidate pass rate']:.0%}"
+                                for r in rows))
                 pending = rollout["pending_approval"]
                 if pending and pending not in approved and rollout["status"] == "awaiting_approval":
                     time.sleep(1.0)  # give a person watching the UI a moment to see the form
@@ -184,8 +202,8 @@ def main() -> None:
         os.environ["PREFECT_API_URL"] = server.api_url  # for `submit_approval`, as for the CLI
         with prefect_client_settings(server.api_url):
             serve = serve_deployment(server, url)
-            healthy, _ = drive("2. a healthy candidate: shadow -> canary -> quarter -> full",
-                               PLANS / "demo-healthy.yaml", url, server, VariantBehaviour(), seed=1)
+            healthy, _ = drive("2. a healthy candidate of the ticket summarizer: eval gate -> shadow -> canary -> "
+                               "quarter -> full", PLANS / "demo-healthy.yaml", url, server, None, seed=1)
             regressed, _ = drive("3. a candidate with twice the error rate for free-tier users",
                                  PLANS / "demo-regressed.yaml", url, server,
                                  VariantBehaviour(error_rate_by_stratum={"free": 0.04}), seed=2)

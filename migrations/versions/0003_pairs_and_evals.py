@@ -21,7 +21,6 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table('outcomes') as batch:
         batch.add_column(sa.Column('pair_id', sa.BigInteger(), nullable=True))
-    op.create_index('ix_outcomes_pair_id_metric', 'outcomes', ['pair_id', 'metric'], unique=False)
     op.create_table('eval_results',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('rollout_id', sa.Integer(), nullable=False),
@@ -43,6 +42,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('eval_results')
-    op.drop_index('ix_outcomes_pair_id_metric', table_name='outcomes')
     with op.batch_alter_table('outcomes') as batch:
         batch.drop_column('pair_id')

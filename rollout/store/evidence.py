@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from sqlalchemy import and_, case, distinct, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from rollout.stats import BINS_PER_LN, ArmStats, Evidence, LogHistogram, PairedEvidence, PairStats
 from rollout.store.models import Allocation, Flag, Outcome
@@ -152,94 +152,80 @@ def load_paired_evidence(
 ) -> PairedEvidence:
     """Sufficient statistics of shadow pairs, per (metric, stratum, stage), for `judge_paired`.
 
-    A pair is a baseline row and a candidate row with the same pair_id, metric,
-    stratum and stage. One self-join of `outcomes` aggregates the per-pair
-    differences (and the 2x2 counts for binary metrics) in SQL; a second GROUP
-    BY counts each arm's paired rows, so outcomes whose partner never arrived
-    (or a pair id reported twice) show up as such instead of silently shrinking
-    or inflating the pairs. Rows without a pair_id are not shadow outcomes and
-    are ignored. Takes a Session and never commits.
+    A pair is the baseline's and the candidate's row with the same pair_id,
+    metric, stratum and stage. The inner GROUP BY (pair_id, metric, stratum,
+    stage) lines the two rows of a pair up side by side: the self-join of
+    `outcomes` on pair_id, written as one pass. An actual join needs an index on
+    pair_id not to compare every row with every row (both backends nested-looped
+    over the (flag_id, rollout_id, metric) index: 5,000 pairs x 3 metrics took
+    49 s on SQLite, 87 s on PostgreSQL); the grouping needs no index. The outer
+    GROUP BY then sums the per-pair differences (and the 2x2 counts for binary
+    metrics), so no raw row reaches Python. It also sees what a join would hide: pair ids with a row in only one
+    arm, and pair ids repeated within an arm (left out of the pairs, counted).
+    Rows without a pair_id are not shadow outcomes and are ignored. Takes a
+    Session and never commits.
     """
-    b = aliased(Outcome, name="b")
-    c = aliased(Outcome, name="c")
-    metric_list = None if metrics is None else sorted(set(metrics))
-    stage_list = None if stages is None else sorted(set(stages))
-
-    def scope(o, variants):
-        where = [o.flag_id == flag_id, o.pair_id.is_not(None), o.variant.in_(variants)]
-        if rollout_id is not None:
-            where.append(o.rollout_id == rollout_id)
-        if metric_list is not None:
-            where.append(o.metric.in_(metric_list))
-        if stage_list is not None:
-            where.append(o.stage.in_(stage_list))
-        return where
-
-    d = c.value - b.value
-    both_positive = and_(b.value > 0, c.value > 0)
-    # ln() only inside the CASE: PostgreSQL raises on ln(0), SQLite returns NULL.
-    log_d = case((both_positive, func.ln(c.value) - func.ln(b.value)), else_=None)
-    log_b = case((both_positive, func.ln(b.value)), else_=None)
-    b_event, c_event = b.value != 0, c.value != 0
+    where = [Outcome.flag_id == flag_id, Outcome.pair_id.is_not(None), Outcome.variant.in_((baseline, candidate))]
+    if rollout_id is not None:
+        where.append(Outcome.rollout_id == rollout_id)
+    if metrics is not None:
+        where.append(Outcome.metric.in_(sorted(set(metrics))))
+    if stages is not None:
+        where.append(Outcome.stage.in_(sorted(set(stages))))
 
     def count_if(condition):
         return func.sum(case((condition, 1), else_=0))
 
-    groups = (b.metric, b.stratum, b.stage)
-    pairs_q = (
+    def sum_if(condition, value):
+        return func.sum(case((condition, value), else_=None))
+
+    is_b, is_c = Outcome.variant == baseline, Outcome.variant == candidate
+    groups = (Outcome.metric, Outcome.stratum, Outcome.stage)
+    pair = (
         select(
             *groups,
-            func.count(),
-            func.sum(d),
-            func.sum(d * d),
-            func.sum(b.value),
-            func.sum(b.value * b.value),
-            func.sum(b.value * d),
-            count_if(both_positive),
-            func.sum(log_d),
-            func.sum(log_d * log_d),
-            func.sum(log_b),
-            count_if(and_(~b_event, c_event)),
-            count_if(and_(b_event, ~c_event)),
-            count_if(and_(b_event, c_event)),
-            # Not the same as count() when a pair id repeats, which multiplies its rows in the join.
-            func.count(distinct(b.pair_id)),
+            count_if(is_b).label("rows_b"),
+            count_if(is_c).label("rows_c"),
+            # max() of the arm's only row is its value; pairs with a repeated row are left out below.
+            func.max(case((is_b, Outcome.value), else_=None)).label("base"),
+            func.max(case((is_c, Outcome.value), else_=None)).label("cand"),
         )
-        .select_from(b)
-        .join(
-            c,
-            and_(
-                c.pair_id == b.pair_id, c.metric == b.metric, c.stratum == b.stratum, c.stage == b.stage,
-                *scope(c, [candidate]),
-            ),
-        )  # fmt: skip
-        .where(*scope(b, [baseline]))
-        .group_by(*groups)
+        .where(*where)
+        .group_by(*groups, Outcome.pair_id)
+        .subquery("shadow_pair")
     )
-    fields: dict[tuple[str, str, int], dict[str, float]] = {}
-    names = ("n", "sum_d", "sum_d_sq", "sum_b", "sum_b_sq", "sum_bd", "log_n", "log_sum_d", "log_sum_d_sq",
-             "log_sum_b", "n01", "n10", "n11")  # fmt: skip
-    matched: dict[tuple[str, str, int], int] = {}
-    for metric, stratum, stage, *sums, ids in session.execute(pairs_q):
-        key = (metric, stratum, int(stage))
-        fields[key] = {
-            name: (int(v or 0) if name in ("n", "log_n", "n01", "n10", "n11") else float(v or 0.0))
-            for name, v in zip(names, sums, strict=True)
-        }  # fmt: skip
-        matched[key] = int(ids)
-
-    o = Outcome
-    arms_q = (
-        select(o.metric, o.variant, o.stratum, o.stage, func.count(), func.count(distinct(o.pair_id)))
-        .where(*scope(o, [baseline, candidate]))
-        .group_by(o.metric, o.variant, o.stratum, o.stage)
+    p = pair.c
+    base, cand = p.base, p.cand
+    whole = and_(p.rows_b == 1, p.rows_c == 1)
+    d = cand - base
+    positive = and_(whole, base > 0, cand > 0)
+    # ln() only inside the CASE: PostgreSQL raises on ln(0), SQLite returns NULL.
+    log_d = case((positive, func.ln(cand) - func.ln(base)), else_=None)
+    b_event, c_event = base != 0, cand != 0
+    sums = {
+        "n": count_if(whole),
+        "sum_d": sum_if(whole, d),
+        "sum_d_sq": sum_if(whole, d * d),
+        "sum_b": sum_if(whole, base),
+        "sum_b_sq": sum_if(whole, base * base),
+        "sum_bd": sum_if(whole, base * d),
+        "log_n": count_if(positive),
+        "log_sum_d": func.sum(log_d),
+        "log_sum_d_sq": func.sum(log_d * log_d),
+        "log_sum_b": sum_if(positive, func.ln(base)),
+        "n01": count_if(and_(whole, ~b_event, c_event)),
+        "n10": count_if(and_(whole, b_event, ~c_event)),
+        "n11": count_if(and_(whole, b_event, c_event)),
+        "baseline_only": count_if(p.rows_c == 0),
+        "candidate_only": count_if(p.rows_b == 0),
+        "repeated": func.sum(case((p.rows_b > 1, p.rows_b - 1), else_=0) + case((p.rows_c > 1, p.rows_c - 1),
+                                                                                 else_=0)),
+    }
+    totals = select(p.metric, p.stratum, p.stage, *(v.label(k) for k, v in sums.items())).group_by(
+        p.metric, p.stratum, p.stage
     )
-    for metric, variant, stratum, stage, rows, ids in session.execute(arms_q):
-        key = (metric, stratum, int(stage))
-        cell = fields.setdefault(key, {})
-        # An arm's pair ids beyond those that met a partner have none; rows beyond its ids repeat one.
-        side = "baseline_only" if variant == baseline else "candidate_only"
-        cell[side] = int(ids) - matched.get(key, 0)
-        cell["repeated"] = int(cell.get("repeated", 0)) + int(rows) - int(ids)
-    return PairedEvidence({key: PairStats(**cell) for key, cell in fields.items()}, baseline, candidate)
-
+    cells = {}
+    for row in session.execute(totals).mappings():
+        values = {k: float(row[k] or 0.0) if k.startswith(("sum", "log_sum")) else int(row[k] or 0) for k in sums}
+        cells[(row["metric"], row["stratum"], int(row["stage"]))] = PairStats(**values)
+    return PairedEvidence(cells, baseline, candidate)

@@ -196,12 +196,9 @@ class Outcome(Base):
     """
 
     __tablename__ = "outcomes"
-    __table_args__ = (
-        Index("ix_outcomes_flag_id_rollout_id_metric", "flag_id", "rollout_id", "metric"),
-        # The shadow judge joins a pair's two rows on pair_id; without it SQLite's join was quadratic
-        # (measured: checks of 25 s to 5 min, holding up every outcome write, in the demo).
-        Index("ix_outcomes_pair_id_metric", "pair_id", "metric"),
-    )
+    # No index on pair_id: the shadow judge lines a pair's rows up with one GROUP BY
+    # (see load_paired_evidence), and every index costs each of millions of inserts.
+    __table_args__ = (Index("ix_outcomes_flag_id_rollout_id_metric", "flag_id", "rollout_id", "metric"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     flag_id: Mapped[int] = mapped_column(Integer)
