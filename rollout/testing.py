@@ -18,6 +18,16 @@ from rollout.client import RolloutClient
 USER_MIX = (("internal", 0.10), ("free", 0.55), ("default", 0.35))
 
 
+def pick_stratum(rng: random.Random) -> str:
+    """A stratum drawn with the shares of USER_MIX."""
+    r, cumulative = rng.random(), 0.0
+    for name, share in USER_MIX:
+        cumulative += share
+        if r < cumulative:
+            return name
+    return "default"
+
+
 def user_attributes(stratum: str, rng: random.Random) -> dict[str, str]:
     if stratum == "internal":
         return {"email_domain": "example.com", "tier": rng.choice(["free", "pro"])}
@@ -55,12 +65,7 @@ class Traffic:
         """Serve this many requests from new users; returns how many outcomes were recorded."""
         rng, recorded = self._rng, 0
         for _ in range(requests):
-            r, cumulative, stratum = rng.random(), 0.0, "default"
-            for name, share in USER_MIX:
-                cumulative += share
-                if r < cumulative:
-                    stratum = name
-                    break
+            stratum = pick_stratum(rng)
             uid = f"user-{self.seed}-{self._next_user}"
             self._next_user += 1
             attrs = user_attributes(stratum, rng)

@@ -10,7 +10,7 @@ from examples.ticket_app.make_cases import cases as make_cases
 from examples.ticket_app.models import REFUSAL, FakeSummarizer
 from rollout import RolloutClient
 from rollout.scorers import refusal, similarity
-from rollout.testing import USER_MIX, user_attributes
+from rollout.testing import pick_stratum, user_attributes
 
 # One tuple, passed on every call: shadow() checks it once and caches it by identity.
 SCORERS = (refusal(), similarity())
@@ -57,11 +57,6 @@ class TicketTraffic:
     def run(self, requests: int) -> None:
         rng = self.rng
         for _ in range(requests):
-            r, cumulative, stratum = rng.random(), 0.0, "default"
-            for name, share in USER_MIX:
-                cumulative += share
-                if r < cumulative:
-                    stratum = name
-                    break
+            stratum = pick_stratum(rng)
             self.next_user += 1
             self.service.handle(f"user-{self.next_user}", user_attributes(stratum, rng), rng.choice(self.tickets))
