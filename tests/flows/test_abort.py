@@ -1,4 +1,4 @@
-"""Cancelling a served rollout applies the plan's on_abort: the flag goes back to the baseline."""
+"""`rollout start` runs the served deployment; cancelling the run applies on_abort: the flag goes back to the baseline."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import Engine
 
 from rollout import RolloutClient
+from rollout.cli import main
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import transaction
@@ -24,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cancelling_a_paused_served_run_rolls_the_flag_back(
-        prefect_server: Any, engine: Engine, db_url: str, tmp_path: Path) -> None:
+        prefect_server: Any, engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
     from prefect.states import Cancelling
 
     env = {**os.environ, **prefect_server.env(), "ROLLOUT_DATABASE_URL": db_url, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
@@ -34,16 +36,23 @@ def test_cancelling_a_paused_served_run_rolls_the_flag_back(
     serve = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=ROOT, env=env, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # Given a served rollout paused at its approval gate, with the candidate live for some users
+        # Given a rollout started with `rollout start` against the served deployment,
+        # paused at its approval gate, with the candidate live for some users
+        plan_file = tmp_path / "plan.yaml"
+        plan_file.write_text(yaml.safe_dump(plan()))
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                flow_run = run_deployment(name="rollout/rollout", timeout=0,
-                                          parameters={"plan": plan(), "database_url": db_url})
-                break
-            except Exception:  # noqa: BLE001 - the deployment is not registered yet
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-                time.sleep(0.5)
+        with get_client(sync_client=True) as prefect:
+            while True:  # until the serve process has registered the deployment
+                try:
+                    prefect.read_deployment_by_name("rollout/rollout")
+                    break
+                except Exception:  # noqa: BLE001
+                    assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                    time.sleep(0.5)
+        monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+        assert main(["--db", db_url, "start", str(plan_file), "--by", "alice"]) == 0
+        started = capsys.readouterr().out
+        assert "started flow run" in started, started
         with RolloutClient(db_url, listen=False, refresh_interval=0.2) as client:
             traffic = Traffic(client, "summarizer", candidate=VariantBehaviour(), seed=11)
             deadline = time.monotonic() + 90
@@ -61,7 +70,7 @@ def test_cancelling_a_paused_served_run_rolls_the_flag_back(
             assert flag_store.get_flag(s, "summarizer").phase.value == "ramping"
         # When a release manager cancels the run
         with get_client(sync_client=True) as prefect:
-            prefect.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+            prefect.set_flow_run_state(record.flow_run_id, Cancelling(), force=True)
         # Then the cancellation hook puts everyone back on the baseline and ends the rollout as aborted
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
