@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one run, one table each, written to bench/RESULTS.md.
 
-    python bench/run.py            # everything
-    python bench/run.py --quick    # smaller runs, for a smoke check
+    python -m bench.run            # everything
+    python -m bench.run --quick    # smaller runs, for a smoke check
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, http, propagation, record, shadow  # noqa: E402
+from bench import assign, http_service, propagation, record, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     if args.quick:
         assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
-        http.EVAL_SECONDS, http.OUTCOME_BATCHES, http.POLL_ROUNDS = 3, 20, 3
+        http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
 
     sections: list[tuple[str, str]] = []
     started = time.time()
@@ -49,7 +49,7 @@ def main() -> None:
         ("Outcomes: record() + flush() into the database", record),
         ("Propagation: a rollback reaching a running client", propagation),
         ("Shadow: overhead of shadow() on the caller", shadow),
-        ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http),
+        ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()
