@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ from rollout.testing import Traffic, VariantBehaviour, user_attributes  # noqa: 
 OUT = ROOT / "demo-output"
 PLANS = ROOT / "examples" / "plans"
 USERS = 100_000
+DEADLINE = 150  # seconds a demo rollout may take before the demo gives up on it
 
 
 def part_one(url: str) -> None:
@@ -103,6 +105,25 @@ def start_run(plan_file: Path, url: str) -> Any:
             time.sleep(0.5)
 
 
+def cancel(flow_run_id: Any) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+
+
+def stop_serving(serve: subprocess.Popen[bytes]) -> None:
+    """Stop the serve process and the flow runs it started: they share its process group."""
+    try:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(serve.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def flow_state(flow_run_id: Any) -> Any:
     from prefect.client.orchestration import get_client
 
@@ -137,6 +158,10 @@ def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidat
             state = flow_state(flow_run.id)
             if state is not None and state.is_final():
                 break
+            if time.monotonic() - started > DEADLINE:
+                # A rollout that holds for a human would wait forever; a demo must end.
+                cancel(flow_run.id)
+                raise SystemExit(f"   the rollout did not finish within {DEADLINE} s; see `rollout status {flag}`")
             if client.assign(flag, "probe").error_code is None:
                 traffic.run(1_500 if candidate is not None else 400)
                 client.flush(timeout=30)
@@ -184,6 +209,8 @@ def _alloc(flag: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    # `finally` blocks (which stop the Prefect server and the serve process) run on SIGTERM too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     begun = time.monotonic()
     OUT.mkdir(exist_ok=True)
     db = OUT / "demo.db"
@@ -211,11 +238,7 @@ def main() -> None:
             print(f"\n   promoted: {healthy.is_completed()}, rolled back: {regressed.name == 'RolledBack'}")
     finally:
         if serve is not None:
-            serve.terminate()
-            try:
-                serve.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                serve.kill()
+            stop_serving(serve)
         server.stop()
     print(f"\ndemo finished in {time.monotonic() - begun:.0f} s. Try: .venv/bin/rollout --db {url} "
           f"history reply-drafter")
