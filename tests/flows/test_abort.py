@@ -84,8 +84,6 @@ def test_cancelling_a_paused_served_run_rolls_the_flag_back(
         assert flag.phase.value == "rolled_back" and set(flag.allocations.values()) == {0}
         assert "cancel" in record.state.reason.lower()
     finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        from examples.demo import stop_serving
+
+        stop_serving(serve)  # the serve process and any flow run it started: one process group
