@@ -205,7 +205,7 @@ def _cell_columns(spec: MetricSpec, stats: list[PairStats]):
         for p in stats
     ]
     n, sd, sdd, sb, sbb, sbd = (np.array(col, dtype=float) for col in zip(*rows, strict=True))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # max(0, ...): sum of squares minus n mean^2 can dip below zero by rounding.
         var_d = np.maximum(0.0, (sdd - sd * sd / n) / (n - 1))
         var_b = np.maximum(0.0, (sbb - sb * sb / n) / (n - 1))
@@ -228,17 +228,19 @@ def paired_pooled_comparison(n, mean_d, var_d, mean_b, var_b, cov_bd, *, relativ
     usable = (n >= 2) & np.isfinite(var_d)
     if relative:
         usable &= np.isfinite(var_b) & np.isfinite(cov_bd)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         w = np.where(usable, n, 0.0)
         n_eff = w.sum()
         share = w / n_eff
         md = float(np.sum(share * np.where(usable, mean_d, 0.0)))
         mb = float(np.sum(share * np.where(usable, mean_b, 0.0))) if np.any(usable) else NAN
         if relative:
-            e = md / mb if mb > 0 else NAN
-            v_cell = var_d - 2.0 * e * cov_bd + e * e * var_b
-            variance = float(np.sum(np.where(usable, share * share * v_cell / np.where(usable, n, 1.0), 0.0))) / mb**2
-            estimate = e
+            # mb <= 0 (or nan) leaves both nan: the caller reports a non-positive baseline.
+            # numpy division: a tiny positive mb may square to 0, which must give inf/nan, not raise.
+            estimate = float(np.divide(md, mb)) if mb > 0 else NAN
+            v_cell = var_d - 2.0 * estimate * cov_bd + estimate * estimate * var_b
+            variance = np.sum(np.where(usable, share * share * v_cell / np.where(usable, n, 1.0), 0.0))
+            variance = float(np.divide(variance, mb * mb)) if mb > 0 else NAN
         else:
             estimate = md
             variance = float(np.sum(np.where(usable, share * share * var_d / np.where(usable, n, 1.0), 0.0)))
@@ -286,7 +288,8 @@ def _compare_paired(spec: MetricSpec, ev: PairedEvidence, cells, min_samples: in
         margin = math.log1p(margin) if spec.better == "lower" else -math.log1p(-min(margin, 1 - 1e-12))
     est, var, n_eff, mb, md = paired_pooled_comparison(*_cell_columns(spec, stats), relative=relative)
     if log:
-        mb, mc = math.exp(mb), math.exp(mb + md)  # geometric means over the positive pairs
+        # Geometric means over the positive pairs; clamped, since degenerate sums can exceed a float's range.
+        mb, mc = math.exp(min(mb, 700.0)), math.exp(min(mb + md, 700.0))
     else:
         mc = mb + md
     if relative and not mb > 0:
@@ -309,7 +312,7 @@ def judge_paired(
     planned_samples: int = 2_000,
     correction: str = "holm",
     strata_alpha_share: float = 0.2,
-    max_unpaired_share: float = 0.05,
+    max_unpaired_share: float | None = None,
 ) -> Verdict:
     """Compare candidate with baseline pair by pair on every metric; never raises on data.
 
@@ -325,16 +328,19 @@ def judge_paired(
       share of alpha for per-stratum verdicts).
     min_samples: pairs per metric below which it gets no verdict (the check holds).
     planned_samples: the pairs the stage plans for; the bound is tightest there.
-    max_unpaired_share: above this share of outcomes without a partner (or with a
-      repeated pair id) the check holds: the pairs that did complete may be a
-      selected subset (e.g. the candidate's slowest calls timed out unrecorded).
+    max_unpaired_share: above this share of outcomes without a partner the check
+      holds, because the completed pairs may be a selected subset. None (the
+      default): such outcomes are reported, never held on, since the SDK leaves
+      a failed arm's latency and scores out by design and the error metric
+      judges the failures. A pair id repeated within an arm always holds: that
+      is broken reporting, not a failure.
     There is no sample-ratio test: both arms answer every shadowed request.
     """
     if not 0 < alpha < 1:
         raise ValueError("alpha must lie in (0, 1)")
     if correction not in ("holm", "bonferroni"):
         raise ValueError("correction must be 'holm' or 'bonferroni'")
-    if not 0 <= strata_alpha_share < 1 or not 0 <= max_unpaired_share <= 1:
+    if not 0 <= strata_alpha_share < 1 or not (max_unpaired_share is None or 0 <= max_unpaired_share <= 1):
         raise ValueError("strata_alpha_share must lie in [0, 1) and max_unpaired_share in [0, 1]")
     if planned_samples < 2 or min_samples < 0:
         raise ValueError("planned_samples must be >= 2 and min_samples >= 0")
@@ -362,7 +368,8 @@ def judge_paired(
     u = np.array([(c.estimate - c.margin) / c.sd if good else 0.0 for c, good in zip(comps, ok, strict=True)])
     k = np.array([c.k if good else 1.0 for c, good in zip(comps, ok, strict=True)])
     log_e = log_evalue(u, k)
-    p = np.minimum(1.0, np.exp(-log_e))
+    with np.errstate(over="ignore"):  # a hugely negative log e-value is just p = 1
+        p = np.minimum(1.0, np.exp(-log_e))
     n_pooled = len(metrics)
     levels = np.full(len(comps), stratum_alpha)
     levels[:n_pooled] = _levels(p[:n_pooled], ok[:n_pooled], pooled_alpha, correction)
@@ -435,7 +442,7 @@ def _pairable_check(results: tuple[MetricResult, ...]) -> HealthCheck:
     return HealthCheck("metrics_pairable", True, Code.OK, "every metric can be compared pair by pair.")
 
 
-def _pairs_complete_check(scopes: list[_Paired], max_share: float) -> HealthCheck:
+def _pairs_complete_check(scopes: list[_Paired], max_share: float | None) -> HealthCheck:
     outcomes = sum(p.comparison.n_b + p.comparison.n_c for p in scopes)
     broken = sum(p.unpaired for p in scopes)
     repeated = sum(p.repeated for p in scopes)
@@ -445,7 +452,7 @@ def _pairs_complete_check(scopes: list[_Paired], max_share: float) -> HealthChec
             f"{repeated} outcomes repeat a pair id within their arm, so pairs would be counted more than once:"
             " outcome reporting is broken.",
         )  # fmt: skip
-    if outcomes and broken / outcomes > max_share:
+    if max_share is not None and outcomes and broken / outcomes > max_share:
         return HealthCheck(
             "pairs_complete", False, Code.SAMPLE_RATIO_MISMATCH,
             f"{broken} of {outcomes} paired outcomes ({broken / outcomes:.1%}) have no partner, more than the"

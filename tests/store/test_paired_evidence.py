@@ -27,10 +27,10 @@ def _shadow_pairs(rng: np.random.Generator, n: int = 300):
         z = rng.normal()
         values = {
             "current": {"error": float(rng.random() < 0.1), "latency_ms": float(np.exp(5 + z)),
-                        "score": float(rng.normal(0, 1))},  # fmt: skip
+                        "score": float(rng.normal(0, 1))},
             "new-model": {"error": float(rng.random() < 0.12), "latency_ms": float(np.exp(5.1 + z)),
-                          "score": float(rng.normal(0.1, 1))},  # fmt: skip
-        }
+                          "score": float(rng.normal(0.1, 1))},
+        }  # fmt: skip
         if i % 7 == 0:
             values["current"]["latency_ms"] = 0.0  # a zero: in the linear sums, not in the log ones
         for variant, metrics in values.items():
@@ -100,9 +100,9 @@ def test_incomplete_and_repeated_pairs_are_counted_not_hidden(engine: Engine) ->
     with Session(engine) as s:
         ev = load_paired_evidence(s, flag_id=FLAG, baseline="current", candidate="new-model")
     cell = ev.pair("error", "all", 0)
-    # Then the join formed 3 + 2 pairs (pair 7 twice), and the rest is visible
-    assert (cell.n, cell.n01, cell.n10, cell.n11) == (5, 2, 0, 0)
-    assert (cell.baseline_only, cell.repeated) == (2, 1)
+    # Then only the 3 complete pairs are pairs (pair 7 is neither paired nor dropped silently)
+    assert (cell.n, cell.n00, cell.n01, cell.n10, cell.n11) == (3, 3, 0, 0, 0)
+    assert (cell.baseline_only, cell.candidate_only, cell.repeated) == (2, 1, 1)
     # and the judge refuses to trust it: hold, never pass
     verdict = judge_paired(ev, [MetricSpec("error", kind="binary", margin=0.5)], min_samples=0)
     assert verdict.decision is Decision.HOLD
