@@ -54,12 +54,17 @@ def _copy_text(entries: Sequence[OutcomeEntry]) -> str:
     """
     lines: list[str] = []
     append = lines.append
+    second, second_text = -1, ""
     for prefix, metrics, at in entries:
         flag_id, rollout_id, stage, variant, stratum, unit_hash = prefix[:6]
         rollout = _NULL if rollout_id is None else rollout_id
         pair = prefix[6] if len(prefix) > 6 else _NULL
         head = f"{flag_id}\t{rollout}\t{stage}\t{variant}\t{stratum}\t{unit_hash}\t"
-        tail = f"\t{datetime.fromtimestamp(at, UTC).isoformat()}\t{pair}\n"
+        # A batch spans a few seconds at most: format each second once, add the microseconds.
+        whole = int(at)
+        if whole != second:
+            second, second_text = whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        tail = f"\t{second_text}.{int((at - whole) * 1e6):06d}+00\t{pair}\n"
         for name, value in metrics:
             append(f"{head}{name}\t{value!r}{tail}")
     return "".join(lines)

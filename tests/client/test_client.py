@@ -203,3 +203,17 @@ def test_close_stores_everything_recorded(engine: Engine, db_url: str) -> None:
     with transaction(engine) as s:
         assert s.scalar(select(func.count()).select_from(Outcome)) == 2 * 12_345
     assert client.stats.outcomes_written == 12_345 and client.stats.outcomes_dropped == 0
+
+
+def test_outcomes_keep_the_time_they_were_recorded(engine: Engine, db_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    _flag(engine)
+    before = datetime.now(UTC)
+    with RolloutClient(db_url, listen=False) as client:
+        client.record("summarizer", "u1", {"error": 0})
+        assert client.flush(timeout=10)
+    after = datetime.now(UTC)
+    with transaction(engine) as s:
+        stamp = s.scalar(select(Outcome.recorded_at))
+    assert before - timedelta(milliseconds=1) <= stamp <= after + timedelta(milliseconds=1)
