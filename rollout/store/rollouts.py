@@ -22,7 +22,17 @@ from rollout.domain.flag import Stratum
 from rollout.domain.plan import RolloutPlan
 from rollout.errors import FlagNotFoundError, InvalidPlanError, RolloutActiveError
 from rollout.store import flags as flag_store
-from rollout.store.models import Approval, AuditEntry, Decision, Flag, Rollout, StratumRow, Variant, utcnow
+from rollout.store.models import (
+    Allocation,
+    Approval,
+    AuditEntry,
+    Decision,
+    Flag,
+    Rollout,
+    StratumRow,
+    Variant,
+    utcnow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +161,10 @@ def start_rollout(
 def _take_over(session: Session, existing: RolloutRecord, *, owner: str, lease_for: timedelta,
                flow_run_id: str | None, actor: str, now: datetime) -> RolloutRecord:
     # Compare-and-set on the old owner: if two restarts race, one wins.
+    same_owner = (Rollout.lease_owner.is_(None) if existing.lease_owner is None
+                  else Rollout.lease_owner == existing.lease_owner)
     result = session.execute(
-        update(Rollout).where(Rollout.id == existing.id, Rollout.lease_owner.is_(existing.lease_owner)
-                              if existing.lease_owner is None else Rollout.lease_owner == existing.lease_owner)
+        update(Rollout).where(Rollout.id == existing.id, same_owner)
         .values(lease_owner=owner, lease_expires_at=now + lease_for, flow_run_id=flow_run_id, updated_at=now)
     )
     if result.rowcount != 1:
@@ -192,8 +203,6 @@ def _ensure_flag(session: Session, plan: RolloutPlan, *, actor: str, namespace: 
     allocations = {a.stratum for a in row.allocations}
     for name in plan.stratum_names:
         if name not in allocations:
-            from rollout.store.models import Allocation
-
             row.allocations.append(Allocation(stratum=name, basis_points=0))
     row.version += 1
     row.updated_at = utcnow()
