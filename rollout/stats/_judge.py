@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,6 +137,43 @@ def _pooled_histogram(arms: list[ArmStats]) -> LogHistogram:
     return LogHistogram.from_mapping(acc)
 
 
+def _check_arguments(metrics: Sequence[MetricSpec], *, alpha: float, correction: str, strata_alpha_share: float,
+                    planned_samples: int, min_samples: int) -> list[MetricSpec]:
+    """Programmer misuse of a judge raises here (data never does); returns the metrics as a list."""
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must lie in (0, 1)")
+    if correction not in ("holm", "bonferroni"):
+        raise ValueError("correction must be 'holm' or 'bonferroni'")
+    if not 0 <= strata_alpha_share < 1:
+        raise ValueError("strata_alpha_share must lie in [0, 1)")
+    if planned_samples < 2 or min_samples < 0:
+        raise ValueError("planned_samples must be >= 2 and min_samples >= 0")
+    metrics = list(metrics)
+    if len({m.name for m in metrics}) != len(metrics):
+        raise ValueError("metric names must be unique")
+    return metrics
+
+
+def _sequential_tests(comps: Sequence[Any], n_pooled: int, *, alpha: float, pooled_alpha: float, stratum_alpha: float,
+             correction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """p-values, log e-values, levels, harm and non-inferiority radii for every comparison, in one vectorised pass.
+
+    The first `n_pooled` comparisons are the pooled ones: Holm (or Bonferroni)
+    shares `pooled_alpha` among them; per-stratum ones get `stratum_alpha`
+    each. Non-inferiority is tested at `alpha` (intersection-union: no
+    correction needed).
+    """
+    ok = [c.code is Code.OK for c in comps]
+    u = np.array([(c.estimate - c.margin) / c.sd if good else 0.0 for c, good in zip(comps, ok, strict=True)])
+    k = np.array([c.k if good else 1.0 for c, good in zip(comps, ok, strict=True)])
+    log_e = log_evalue(u, k)
+    with np.errstate(over="ignore"):  # a hugely negative log e-value is just p = 1
+        p = np.minimum(1.0, np.exp(-log_e))
+    levels = np.full(len(comps), stratum_alpha)
+    levels[:n_pooled] = _levels(p[:n_pooled], ok[:n_pooled], pooled_alpha, correction)
+    return p, log_e, levels, boundary(k, levels), boundary(k, np.full(len(comps), alpha))
+
+
 def judge(
     evidence: Evidence,
     metrics: Sequence[MetricSpec],
@@ -159,17 +198,10 @@ def judge(
       sequence is tightest around it.
     srm_alpha: false alarm rate of the sample-ratio test over the whole rollout.
     """
-    if not 0 < alpha < 1 or not 0 < srm_alpha < 1:
-        raise ValueError("alpha and srm_alpha must lie in (0, 1)")
-    if correction not in ("holm", "bonferroni"):
-        raise ValueError("correction must be 'holm' or 'bonferroni'")
-    if not 0 <= strata_alpha_share < 1:
-        raise ValueError("strata_alpha_share must lie in [0, 1)")
-    if planned_samples < 2 or min_samples < 0:
-        raise ValueError("planned_samples must be >= 2 and min_samples >= 0")
-    metrics = list(metrics)
-    if len({m.name for m in metrics}) != len(metrics):
-        raise ValueError("metric names must be unique")
+    if not 0 < srm_alpha < 1:
+        raise ValueError("srm_alpha must lie in (0, 1)")
+    metrics = _check_arguments(metrics, alpha=alpha, correction=correction, strata_alpha_share=strata_alpha_share,
+                              planned_samples=planned_samples, min_samples=min_samples)
 
     strata = evidence.strata
     split = len(strata) > 1 and strata_alpha_share > 0
@@ -185,17 +217,9 @@ def judge(
                 cells = [c for c in evidence.cells(m.metric) if c[0] == s]
                 per_stratum.append((s, m, _compare(m, evidence, cells, min_samples, planned_samples)))
 
-    # One vectorised pass for all p-values, then the Holm levels, then one for all bounds.
     comps = pooled + [c for _, _, c in per_stratum]
-    u = np.array([(c.estimate - c.margin) / c.sd if c.code is Code.OK else 0.0 for c in comps])
-    k = np.array([c.k if c.code is Code.OK else 1.0 for c in comps])
-    log_e = log_evalue(u, k)
-    p = np.minimum(1.0, np.exp(-log_e))
-    levels = np.empty(len(comps))
-    levels[len(pooled) :] = stratum_alpha
-    levels[: len(pooled)] = _levels(p[: len(pooled)], [c.code is Code.OK for c in pooled], pooled_alpha, correction)
-    radius = boundary(np.concatenate([k, k]), np.concatenate([levels, np.full(len(comps), alpha)]))
-    r_harm, r_ni = radius[: len(comps)], radius[len(comps) :]
+    p, log_e, levels, r_harm, r_ni = _sequential_tests(comps, len(pooled), alpha=alpha, pooled_alpha=pooled_alpha,
+                                              stratum_alpha=stratum_alpha, correction=correction)
 
     results = []
     for i, c in enumerate(comps):

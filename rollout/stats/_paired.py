@@ -34,15 +34,15 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from rollout.stats._judge import (
+    _check_arguments,
     _Comparison,
     _enough_data_check,
-    _levels,
     _overall,
     _presence_check,
     _result,
+    _sequential_tests,
 )
 from rollout.stats._pooling import binary_variance
-from rollout.stats._sequence import boundary, log_evalue
 from rollout.stats._spec import MetricSpec
 from rollout.stats._verdict import Code, HealthCheck, MetricResult, MetricVerdict, Verdict, _clean
 
@@ -336,17 +336,10 @@ def judge_paired(
       is broken reporting, not a failure.
     There is no sample-ratio test: both arms answer every shadowed request.
     """
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must lie in (0, 1)")
-    if correction not in ("holm", "bonferroni"):
-        raise ValueError("correction must be 'holm' or 'bonferroni'")
-    if not 0 <= strata_alpha_share < 1 or not (max_unpaired_share is None or 0 <= max_unpaired_share <= 1):
-        raise ValueError("strata_alpha_share must lie in [0, 1) and max_unpaired_share in [0, 1]")
-    if planned_samples < 2 or min_samples < 0:
-        raise ValueError("planned_samples must be >= 2 and min_samples >= 0")
-    metrics = list(metrics)
-    if len({m.name for m in metrics}) != len(metrics):
-        raise ValueError("metric names must be unique")
+    if not (max_unpaired_share is None or 0 <= max_unpaired_share <= 1):
+        raise ValueError("max_unpaired_share must lie in [0, 1]")
+    metrics = _check_arguments(metrics, alpha=alpha, correction=correction, strata_alpha_share=strata_alpha_share,
+                              planned_samples=planned_samples, min_samples=min_samples)
 
     ev = paired_evidence
     strata = ev.strata
@@ -365,17 +358,9 @@ def judge_paired(
 
     comps = [p.comparison for _, _, p in scopes]
     ok = [c.code is Code.OK for c in comps]
-    u = np.array([(c.estimate - c.margin) / c.sd if good else 0.0 for c, good in zip(comps, ok, strict=True)])
-    k = np.array([c.k if good else 1.0 for c, good in zip(comps, ok, strict=True)])
-    log_e = log_evalue(u, k)
-    with np.errstate(over="ignore"):  # a hugely negative log e-value is just p = 1
-        p = np.minimum(1.0, np.exp(-log_e))
     n_pooled = len(metrics)
-    levels = np.full(len(comps), stratum_alpha)
-    levels[:n_pooled] = _levels(p[:n_pooled], ok[:n_pooled], pooled_alpha, correction)
-    # Harm at the corrected level; non-inferiority at alpha (intersection-union: no correction needed).
-    r_harm = boundary(k, levels)
-    r_ni = boundary(k, np.full(len(comps), alpha))
+    p, log_e, levels, r_harm, r_ni = _sequential_tests(comps, n_pooled, alpha=alpha, pooled_alpha=pooled_alpha,
+                                              stratum_alpha=stratum_alpha, correction=correction)
 
     results = []
     for i, (m, stratum, paired) in enumerate(scopes):
