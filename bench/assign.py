@@ -15,9 +15,8 @@ from typing import Any
 
 import mmh3
 
-from bench.common import median, scratch_database, table
+from bench.common import median, scratch_database, table, three_strata
 from rollout import RolloutClient
-from rollout.domain import Stratum
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 
@@ -65,11 +64,7 @@ def run() -> tuple[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp, scratch_database("sqlite", Path(tmp)) as url:
         engine = make_engine(url)
         with transaction(engine) as s:
-            store.create_flag(s, "summarizer", variants=["current", "new-model"], actor="bench", strata=[
-                Stratum.from_json({"name": "internal", "match": {"attribute": "email_domain", "in": ["example.com"]}}),
-                Stratum.from_json({"name": "free", "match": {"attribute": "tier", "equals": "free"}}),
-                Stratum.from_json({"name": "beta", "match": {"attribute": "beta", "exists": True}}),
-            ])
+            store.create_flag(s, "summarizer", variants=["current", "new-model"], actor="bench", strata=three_strata())
             store.set_allocation(s, "summarizer", 2_500, actor="bench")
         engine.dispose()
         with RolloutClient(url, listen=False, refresh_interval=3600) as client:

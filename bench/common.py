@@ -14,12 +14,22 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from rollout.domain import Stratum
 from rollout.store import migrate
 from rollout.store.db import database_url
 
 BENCH = Path(__file__).resolve().parent
 POSTGRES = os.environ.get("ROLLOUT_BENCH_POSTGRES_URL",
                           os.environ.get("ROLLOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+
+
+def three_strata() -> list[Stratum]:
+    """The strata every flag benchmark uses: staff by domain, free tier, beta opt-in (then default)."""
+    return [
+        Stratum.from_json({"name": "internal", "match": {"attribute": "email_domain", "in": ["example.com"]}}),
+        Stratum.from_json({"name": "free", "match": {"attribute": "tier", "equals": "free"}}),
+        Stratum.from_json({"name": "beta", "match": {"attribute": "beta", "exists": True}}),
+    ]
 
 
 def machine() -> str:

@@ -28,11 +28,10 @@ from pathlib import Path
 import orjson
 from sqlalchemy import func, select
 
-from bench.common import percentile, postgres_available, scratch_database, table
+from bench.common import percentile, postgres_available, scratch_database, table, three_strata
 from bench.loadgen import request_bytes
 from bench.loadgen import run as run_load
 from bench.server import start_server, stop_server
-from rollout.domain import Stratum
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 from rollout.store.models import Outcome
@@ -52,11 +51,7 @@ HOST = "127.0.0.1"
 def _seed(url: str) -> dict[str, str]:
     engine = make_engine(url)
     with transaction(engine) as s:
-        store.create_flag(s, "summarizer", variants=["current", "new-model"], actor="bench", strata=[
-            Stratum.from_json({"name": "internal", "match": {"attribute": "email_domain", "in": ["example.com"]}}),
-            Stratum.from_json({"name": "free", "match": {"attribute": "tier", "equals": "free"}}),
-            Stratum.from_json({"name": "beta", "match": {"attribute": "beta", "exists": True}}),
-        ])
+        store.create_flag(s, "summarizer", variants=["current", "new-model"], actor="bench", strata=three_strata())
         store.set_allocations(s, "summarizer", {"internal": 10_000, "free": 500, "beta": 2_500, "default": 1_000},
                               actor="bench")
         tokens = {scope: create_token(s, f"bench-{scope}", namespace="default", scope=scope, actor="bench").token
