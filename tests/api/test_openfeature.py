@@ -34,14 +34,16 @@ def with_payloads(api: Service) -> Service:
     return api
 
 
-def providers(api: Service) -> dict[str, RolloutProvider]:
-    return {"in_process": RolloutProvider.in_process(api.url, listen=False),
-            "remote": RolloutProvider.remote("http://testserver", api.tokens["write"], http_client=api.client)}
+def provider_for(api: Service, mode: str) -> RolloutProvider:
+    # Only the one asked for: an in-process provider owns a client whose refresher must be shut down.
+    if mode == "in_process":
+        return RolloutProvider.in_process(api.url, listen=False)
+    return RolloutProvider.remote("http://testserver", api.tokens["write"], http_client=api.client)
 
 
 @pytest.fixture(params=["in_process", "remote"])
 def of_client(request: pytest.FixtureRequest, with_payloads: Service) -> Iterator[object]:
-    provider = providers(with_payloads)[request.param]
+    provider = provider_for(with_payloads, request.param)
     openfeature.set_provider(provider)
     yield openfeature.get_client()
     openfeature.shutdown()
@@ -70,7 +72,7 @@ def test_details_carry_variant_reason_and_metadata(of_client) -> None:  # type: 
 @pytest.mark.parametrize("mode", ["in_process", "remote"])
 def test_tracking_records_outcomes_in_the_units_arm(with_payloads: Service, mode: str) -> None:
     # Given a provider, When the app tracks an event for a unit of the internal stratum
-    provider = providers(with_payloads)[mode]
+    provider = provider_for(with_payloads, mode)
     openfeature.set_provider(provider)
     client = openfeature.get_client()
     ctx = EvaluationContext("user-1", {"email_domain": "example.com"})
