@@ -26,6 +26,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
 from rollout.store import migrate  # noqa: E402
 from rollout.store.db import database_url, make_engine  # noqa: E402
 from rollout.store.models import Base  # noqa: E402
+from tests.harness.tcp_proxy import TcpProxy  # noqa: E402
 
 POSTGRES_URL = os.environ.get("ROLLOUT_TEST_POSTGRES_URL")
 BACKENDS = [
@@ -108,3 +109,16 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def pg_proxy(request: pytest.FixtureRequest) -> Iterator[tuple[TcpProxy, str]]:
+    """A fault-injecting TCP proxy in front of a migrated, empty PostgreSQL test database.
+
+    Yields (proxy, url through the proxy). See tests/harness/tcp_proxy.py for the modes.
+    """
+    url = request.getfixturevalue("_postgres_db")
+    _empty_postgres(url)
+    parsed = make_url(url)
+    with TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432)) as proxy:
+        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
