@@ -214,6 +214,48 @@ class Outcome(Base):
     pair_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class Exposure(Base):
+    """How often one unit was served one variant, per (flag, rollout, stage, stratum): exposures, counted.
+
+    One row per unit and cell, not per request: the SDK counts repeat assignments
+    in memory and flushes the counts, which the store adds up (upsert). Rows grow
+    with units x stages, not with traffic. The judge reads exposed units (for SRM)
+    and, per unit, exposures against outcomes (completion). `rollout_id` is 0 when
+    the flag had no active rollout, so the key has no NULL in it on either backend.
+    """
+
+    __tablename__ = "exposures"
+
+    flag_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[int] = mapped_column(Integer, primary_key=True)
+    variant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    stratum: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unit_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NamespaceSecret(Base):
+    """A per-namespace secret that no API returns, by purpose and version.
+
+    Purposes: "unit" keys the stored unit hashes (so the outcomes table cannot be
+    reversed by anyone who can read a flag's bucketing salt), "exposure" signs
+    exposure tokens. Rotation adds a new version; older versions stay for
+    verifying what they signed until `retired_at`.
+    """
+
+    __tablename__ = "namespace_secrets"
+
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))   # hex of 32 random bytes
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class ApiToken(Base):
     """A credential for the HTTP API, bound to one namespace and one scope.
 
