@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from rollout.domain import Stratum
+from rollout.core import Stratum
 from rollout.store import migrate
 from rollout.store.db import database_url
 

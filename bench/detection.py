@@ -5,7 +5,7 @@ base rates, daily modulation of traffic mix and base rates, lognormal latency,
 Pareto cost, a Beta quality score) on a ramp (1 -> 5 -> 25 -> 50 %). Every
 controller looks at the same simulated streams every 100 outcomes:
 
-- ours: `rollout.stats` (the same array functions `judge()` uses), five metrics,
+- ours: `rollout.core.stats` (the same array functions `judge()` uses), five metrics,
   Holm across them, per-stratum verdicts, sequential SRM check;
 - ztest: a one-sided z-test per metric re-run at every look (Bonferroni);
 - kayenta: a replica of Kayenta's Mann-Whitney classifier (98 % Hodges-Lehmann
@@ -36,7 +36,7 @@ from scipy import stats as sps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rollout.stats import (  # noqa: E402
+from rollout.core.stats import (  # noqa: E402
     BINS_PER_LN,
     binary_variance,
     boundary,

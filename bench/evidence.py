@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rollout.stats import MetricSpec, judge  # noqa: E402
+from rollout.core.stats import MetricSpec, judge  # noqa: E402
 from rollout.store import migrate  # noqa: E402
 from rollout.store.db import database_url, transaction  # noqa: E402
 from rollout.store.evidence import load_evidence  # noqa: E402

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from bench.common import postgres_available, scratch_database, table
 from rollout import RolloutClient
-from rollout.domain import Stratum
+from rollout.core import Stratum
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 from rollout.store.models import Outcome

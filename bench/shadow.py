@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import percentile, scratch_database, table
 from rollout import RolloutClient
-from rollout import scorers as sc
+from rollout.core import scorers as sc
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 

@@ -34,12 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rollout import RolloutClient  # noqa: E402
-from rollout.approvals import submit_approval  # noqa: E402
-from rollout.domain import Stratum  # noqa: E402
-from rollout.plan import plan_document  # noqa: E402
-from rollout.prefect_server import PrefectServer, prefect_client_settings, start_server  # noqa: E402
-from rollout.report import plot_bounds  # noqa: E402
-from rollout.status import rollout_status  # noqa: E402
+from rollout.app.approvals import submit_approval  # noqa: E402
+from rollout.core import Stratum  # noqa: E402
+from rollout.app.plans import plan_document  # noqa: E402
+from rollout.testing.prefect_server import PrefectServer, prefect_client_settings, start_server  # noqa: E402
+from rollout.adapters.prefect.report import plot_bounds  # noqa: E402
+from rollout.app.status import rollout_status  # noqa: E402
 from rollout.store import flags as store  # noqa: E402
 from rollout.store import migrate  # noqa: E402
 from rollout.store.db import make_engine, transaction  # noqa: E402
@@ -86,7 +86,7 @@ def serve_deployment(server: PrefectServer, url: str) -> subprocess.Popen[bytes]
     env = {**os.environ, **server.env(), "ROLLOUT_DATABASE_URL": url, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "ROLLOUT_DEFAULT_STARTED_BY": "demo"}
     log = (OUT / "serve.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=ROOT, env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "rollout.adapters.prefect.serve"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 

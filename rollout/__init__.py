@@ -3,32 +3,51 @@
 The public surface for applications is small: `RolloutClient` to ask for
 variants, shadow a candidate and report outcomes, the `Assignment` it answers
 with, and the error tree in `rollout.errors`. Scorers for shadow runs are in
-`rollout.scorers`; the OpenFeature provider in `rollout.openfeature`.
+`rollout.core.scorers`; the OpenFeature provider in `rollout.adapters.openfeature`.
+
+Names are imported on first use, so `import rollout.core` (the pure core) loads
+no database driver, web framework or Prefect.
 """
 
-from rollout.client import ClientStats, Retry, RolloutClient, ShadowStats
-from rollout.domain import Assignment, ErrorCode, Phase, Reason
-from rollout.errors import (
-    FlagNotFoundError,
-    InvalidInputError,
-    InvalidOutcomeError,
-    RolloutError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Assignment",
-    "ClientStats",
-    "ErrorCode",
-    "FlagNotFoundError",
-    "InvalidInputError",
-    "InvalidOutcomeError",
-    "Phase",
-    "Reason",
-    "Retry",
-    "RolloutClient",
-    "RolloutError",
-    "ShadowStats",
-    "__version__",
-]
+# public name -> the module that defines it
+_SURFACE = {
+    "Assignment": "rollout.core",
+    "ErrorCode": "rollout.core",
+    "Phase": "rollout.core",
+    "Reason": "rollout.core",
+    "ClientStats": "rollout.sdk",
+    "Retry": "rollout.sdk",
+    "RolloutClient": "rollout.sdk",
+    "ShadowStats": "rollout.sdk",
+    "FlagNotFoundError": "rollout.errors",
+    "InvalidInputError": "rollout.errors",
+    "InvalidOutcomeError": "rollout.errors",
+    "RolloutError": "rollout.errors",
+}
+
+__all__ = sorted([*_SURFACE, "__version__"])
+
+if TYPE_CHECKING:
+    from rollout.core import Assignment, ErrorCode, Phase, Reason
+    from rollout.errors import FlagNotFoundError, InvalidInputError, InvalidOutcomeError, RolloutError
+    from rollout.sdk import ClientStats, Retry, RolloutClient, ShadowStats
+
+
+def __getattr__(name: str) -> Any:
+    module = _SURFACE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rollout' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

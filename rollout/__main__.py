@@ -1,3 +1,3 @@
-from rollout.cli import main
+from rollout.adapters.cli.main import main
 
 main()

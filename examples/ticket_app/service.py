@@ -9,7 +9,7 @@ from typing import Any
 from examples.ticket_app.make_cases import cases as make_cases
 from examples.ticket_app.models import REFUSAL, FakeSummarizer
 from rollout import RolloutClient
-from rollout.scorers import refusal, similarity
+from rollout.core.scorers import refusal, similarity
 from rollout.testing import pick_stratum, user_attributes
 
 # One tuple, passed on every call: shadow() checks it once and caches it by identity.

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import and_, case, distinct, func, select
 from sqlalchemy.orm import Session
 
-from rollout.stats import BINS_PER_LN, ArmStats, Evidence, LogHistogram, PairedEvidence, PairStats
+from rollout.core.stats import BINS_PER_LN, ArmStats, Evidence, LogHistogram, PairedEvidence, PairStats
 from rollout.store.models import Allocation, Flag, Outcome
 
 

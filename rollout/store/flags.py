@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rollout.domain.flag import (
+from rollout.core.flag import (
     BUCKETS,
     DEFAULT_STRATUM,
     KEY_PATTERN,

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from rollout.store.db import database_url
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str | None = None, engine: Engine | None = None) -> Config:

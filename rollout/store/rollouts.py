@@ -17,9 +17,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rollout.domain.controller import ApprovalInput, RolloutState, Status
-from rollout.domain.flag import Stratum
-from rollout.domain.plan import RolloutPlan
+from rollout.core.controller import ApprovalInput, RolloutState, Status
+from rollout.core.flag import Stratum
+from rollout.core.plan import RolloutPlan
 from rollout.errors import FlagNotFoundError, InvalidPlanError, RolloutActiveError
 from rollout.store import flags as flag_store
 from rollout.store.models import (

@@ -17,10 +17,10 @@ from sqlalchemy import Engine
 from examples.ticket_app.models import FakeSummarizer, ModelProfile
 from examples.ticket_app.service import TicketService, TicketTraffic
 from rollout import RolloutClient
-from rollout.domain.controller import Status
-from rollout.evals import gate_rows
-from rollout.plan import load_plan
-from rollout.reconcile import check, claim, run_eval_stage
+from rollout.core.controller import Status
+from rollout.app.evals import gate_rows
+from rollout.app.plans import load_plan
+from rollout.app.reconcile import check, claim, run_eval_stage
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import transaction

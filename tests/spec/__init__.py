@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from rollout.domain import FlagState, Stratum
+from rollout.core import FlagState, Stratum
 from rollout.store import flags as store
 
 SPEC = json.loads(Path(__file__).with_name("assignment.json").read_text(encoding="utf-8"))

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from rollout import RolloutClient
-from rollout.domain import CompiledFlag, bucket, error_assignment
-from rollout.domain.assignment import ErrorCode
+from rollout.core import CompiledFlag, bucket, error_assignment
+from rollout.core.assignment import ErrorCode
 from rollout.store.db import transaction
 from tests.spec import CASE_IDS, CASES, SPEC, expected_fields, flag_state, install_spec_flags, observed
 from tests.spec.murmur3 import reference_bucket

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Service, build_service
+from tests.adapters.api.conftest import Service, build_service
 from tests.spec import CASES, expected_fields, observed
 
 

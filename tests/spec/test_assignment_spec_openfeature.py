@@ -9,8 +9,8 @@ import pytest
 from openfeature import api as openfeature
 from openfeature.evaluation_context import EvaluationContext
 
-from rollout.openfeature import RolloutProvider
-from tests.api.conftest import Service, build_service
+from rollout.adapters.openfeature import RolloutProvider
+from tests.adapters.api.conftest import Service, build_service
 from tests.spec import CASES, expected_fields
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
-from rollout.stats import ArmStats, Decision, MetricSpec, judge
+from rollout.core.stats import ArmStats, Decision, MetricSpec, judge
 from rollout.store import flags as store
 from rollout.store.db import transaction
 from rollout.store.evidence import load_evidence

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from rollout.domain import Phase, Stratum
+from rollout.core import Phase, Stratum
 from rollout.errors import (
     FlagExistsError,
     FlagNotFoundError,

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from rollout.stats import Decision, MetricSpec, PairStats, judge_paired
+from rollout.core.stats import Decision, MetricSpec, PairStats, judge_paired
 from rollout.store.evidence import load_paired_evidence
 from rollout.store.outcomes import insert_outcomes
 

@@ -1,0 +1,240 @@
+"""Release managers' commands: validate a plan, start it, watch it, approve a stage, read its history."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rollout.errors import InvalidInputError
+
+plan_app = typer.Typer(help="Rollout plans.", no_args_is_help=True)
+
+ByOption = Annotated[str | None, typer.Option("--by", help="Who is acting [default: OS user]")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    from rollout.app.plans import plan_document
+
+    return plan_document(Path(path))
+
+
+@plan_app.command("validate")
+def plan_validate(file: Path) -> None:
+    """Check a plan; every problem is listed. Changes nothing."""
+    from rollout.app.plans import load_plan
+
+    plan = load_plan(Path(file))
+    typer.echo(f"{file}: valid plan for flag {plan.flag} ({plan.baseline} -> {plan.candidate})")
+    for i, s in enumerate(plan.stages, 1):
+        if s.eval is not None:
+            alloc = f"{s.eval.candidate} against {s.eval.baseline} on {s.eval.cases} (margin {s.eval.margin:g})"
+        elif s.kind.value == "shadow":
+            alloc = f"sample {s.shadow_bp / 100:g} %" + (f", budget {s.budget.total:g} in total" if s.budget and s.budget.total else "")
+        else:
+            alloc = ", ".join(f"{n} {bp / 100:g} %" for n, bp in s.allocations.items())
+        gate = ", approval required" if s.approval else ""
+        typer.echo(f"  {i}. {s.name:<10} {s.kind.value:<7} {alloc}{gate}")
+    typer.echo("  metrics: " + ", ".join(f"{m.name} (margin {m.margin:g}{' relative' if m.relative else ''})"
+                                         for m in plan.metrics))
+
+
+def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any) -> None:
+    """Add the rollout commands to the root app (cli.py owns the shared options)."""
+    app.add_typer(plan_app, name="plan")
+
+    @app.command("start")
+    def start(
+        ctx: typer.Context,
+        file: Path,
+        by: ByOption = None,
+        foreground: Annotated[bool, typer.Option(
+            "--foreground", help="Run the checks in this process without Prefect")] = False,
+        deployment: Annotated[str, typer.Option(help="Prefect deployment to run")] = "rollout/rollout",
+    ) -> None:
+        """Start a rollout: a run of the Prefect deployment when a Prefect API is configured, else in this process."""
+        document = _read_plan(file)
+        who = actor(by)
+        if os.environ.get("PREFECT_API_URL") and not foreground:
+            _start_on_prefect(ctx, document, who, deployment)
+            return
+        from rollout.app.runner import run_foreground
+
+        typer.echo("no Prefect API configured (PREFECT_API_URL): running the checks in this process; "
+                   "approve with `rollout approve`, stop with Ctrl-C (applies on_abort)")
+        state = run_foreground(context_engine(ctx), document, actor=who, namespace=ctx.obj.namespace,
+                               on_check=lambda r: typer.echo(f"[{r.step.state.status.value}] {r.step.action}: {r.step.reason}"))
+        typer.echo(f"rollout ended {state.status.value}: {state.reason}")
+        raise typer.Exit(0 if state.status.value == "promoted" else 1)
+
+    @app.command("status")
+    def status(ctx: typer.Context, flag: str, as_json: JsonOption = False) -> None:
+        """Phase, stage, allocations, the last verdict per metric and any pending approval."""
+        from rollout.app.status import rollout_status
+
+        with transaction(ctx) as s:
+            info = rollout_status(s, flag, namespace=ctx.obj.namespace)
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+            return
+        typer.echo(_status_text(info))
+
+    @app.command("approve")
+    def approve(
+        ctx: typer.Context,
+        flag: str,
+        by: Annotated[str, typer.Option("--by", help="Your name; kept in the audit log")],
+        reject: Annotated[bool, typer.Option("--reject", help="Reject the stage: roll back")] = False,
+        comment: Annotated[str, typer.Option("--comment")] = "",
+    ) -> None:
+        """Answer the approval gate a rollout waits at (the same input as the Prefect UI form)."""
+        from rollout.app.approvals import submit_approval
+
+        if not by.strip():
+            raise InvalidInputError("--by must name who approves")
+        result = submit_approval(context_engine(ctx), flag, approver=by.strip(), approved=not reject,
+                                 comment=comment, namespace=ctx.obj.namespace)
+        verb = "rejected" if reject else "approved"
+        how = "the paused flow run was resumed" if result.resumed_flow_run else "the controller reads it at its next check"
+        typer.echo(f"stage {result.stage} of {flag} {verb} by {by.strip()}; {how}")
+
+    @app.command("history")
+    def history(ctx: typer.Context, flag: str, as_json: JsonOption = False) -> None:
+        """Every decision and approval of the latest rollout, and the flag's audit log."""
+        from rollout.app.status import rollout_history
+
+        with transaction(ctx) as s:
+            info = rollout_history(s, flag, namespace=ctx.obj.namespace)
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+            return
+        typer.echo(f"decisions of rollout #{info['rollout']}:" if info["rollout"] else "no rollout yet")
+        for d in info["decisions"]:
+            typer.echo(f"  {d['at'][11:19]} #{d['sequence']:<4} stage {d['stage_index']:<2} {d['verdict']:<9} "
+                       f"{d['action']:<17} {d['reason']}")
+        if info["approvals"]:
+            typer.echo("approvals:")
+            for a in info["approvals"]:
+                typer.echo(f"  {a['at'][11:19]} stage {a['stage_index']} {'approved' if a['approved'] else 'rejected'} "
+                           f"by {a['approver']} {a['comment']}")
+        typer.echo("audit log:")
+        for e in info["audit"]:
+            typer.echo(f"  {e['at'][:19]} {e['actor']:<20} {e['action']:<22} {e['reason']}")
+
+    @app.command("watch")
+    def watch(
+        ctx: typer.Context,
+        flag: str,
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes")] = 2.0,
+        once: Annotated[bool, typer.Option(help="Draw once and exit")] = False,
+    ) -> None:
+        """A live view of a rollout: stage progress, allocations and the judge's latest bounds."""
+        from rich.console import Console
+        from rich.live import Live
+
+        from rollout.app.status import rollout_status
+
+        console = Console()
+
+        def frame() -> Any:
+            with transaction(ctx) as s:
+                return _watch_view(rollout_status(s, flag, namespace=ctx.obj.namespace))
+
+        if once:
+            console.print(frame())
+            return
+        with Live(frame(), console=console, refresh_per_second=4) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(frame())
+            except KeyboardInterrupt:
+                pass
+
+
+def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, deployment: str) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    parameters = {"plan": document, "started_by": who, "namespace": ctx.obj.namespace,
+                  "database_url": ctx.obj.db}
+    try:
+        flow_run = run_deployment(name=deployment, parameters=parameters, timeout=0)
+    except ObjectNotFound:
+        typer.echo(f"no deployment {deployment!r} on the Prefect server; running the flow in this process")
+        from rollout.adapters.prefect.flow import run_rollout
+
+        state = run_rollout(**parameters, return_state=True)
+        typer.echo(f"flow run ended {state.name}: {state.message or ''}")
+        raise typer.Exit(0 if state.is_completed() else 1) from None
+    api = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    ui = api[:-4] if api.endswith("/api") else api
+    typer.echo(f"started flow run {flow_run.name} ({flow_run.id}) of {deployment}")
+    typer.echo(f"watch it: {ui}/runs/flow-run/{flow_run.id}   or   rollout watch {document['flag']}")
+
+
+def _status_text(info: dict[str, Any]) -> str:
+    flag, r = info["flag"], info["rollout"]
+    alloc = ", ".join(f"{n} {bp / 100:g} %" for n, bp in flag["allocations"].items())
+    lines = [f"flag      {flag['key']}: {flag['phase']} (version {flag['version']}), {flag['baseline']} -> {flag['candidate']}",
+             f"allocated {alloc}"]
+    if r is None:
+        lines.append("rollout   none yet")
+        return "\n".join(lines)
+    lost = "  ** LOST: its controller stopped renewing the lease; start it again to take over **" if r["lost"] else ""
+    lines.append(f"rollout   #{r['id']} {r['status']}, stage {r['stage_index'] + 1} of {len(r['stages'])}"
+                 f" ({r['stage'] or '-'}), started by {r['started_by']}{lost}")
+    lines.append(f"why       {r['reason']}")
+    if r["pending_approval"]:
+        lines.append(f"waiting   for approval of stage {r['pending_approval']}: rollout approve {flag['key']} --by NAME")
+    for stage, rows in (r.get("eval") or {}).items():
+        for row in rows:
+            lines.append(f"eval {stage:<8} {row['category']:<12} {row['cases']:>4} cases  baseline "
+                         f"{row['baseline pass rate']:.0%}  candidate {row['candidate pass rate']:.0%}  {row['verdict']}")
+    check = r["last_check"]
+    if check:
+        lines.append(f"last check #{check['sequence']} at {check['at'][11:19]}: {check['verdict']} -> {check['action']}")
+        for m in check["metrics"]:
+            lines.append(f"  {m['metric']:<12} {m['verdict']:<13} estimate {_fmt(m['estimate'])} "
+                         f"[{_fmt(m['lower'])}, {_fmt(m['upper'])}] margin {_fmt(m['margin'])} "
+                         f"n {m['n_baseline']}/{m['n_candidate']}")
+        for h in check["health"]:
+            if not h["ok"]:
+                lines.append(f"  health: {h['name']}: {h['reason']}")
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.4g}"
+
+
+def _watch_view(info: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    flag, r = info["flag"], info["rollout"]
+    parts: list[Any] = [Text(f"{flag['key']}  {flag['phase']}  v{flag['version']}", style="bold")]
+    if r:
+        done = len(r["stages"]) if r["status"] == "promoted" else max(r["stage_index"], 0)
+        parts.append(Text(f"rollout #{r['id']} {r['status']}: stage {r['stage_index'] + 1} of {len(r['stages'])} "
+                          f"({' > '.join(r['stages'])})"))
+        parts.append(ProgressBar(total=len(r["stages"]), completed=done, width=50))
+        parts.append(Text(r["reason"], style="italic"))
+    table = Table("stratum", "allocation", "")
+    for name, bp in flag["allocations"].items():
+        table.add_row(name, f"{bp / 100:g} %", ProgressBar(total=10_000, completed=bp, width=30))
+    parts.append(table)
+    if r and r["last_check"]:
+        metrics = Table("metric", "verdict", "estimate", "bounds", "margin", "n base/cand")
+        for m in r["last_check"]["metrics"]:
+            metrics.add_row(m["metric"], m["verdict"], _fmt(m["estimate"]), f"[{_fmt(m['lower'])}, {_fmt(m['upper'])}]",
+                            _fmt(m["margin"]), f"{m['n_baseline']}/{m['n_candidate']}")
+        parts.append(metrics)
+    return Group(*parts)

@@ -1,1 +1,0 @@
-"""The service's routers, one module per resource. `rollout.api.app` mounts them."""

@@ -1,0 +1,325 @@
+"""The rollout controller: a pure function from (plan, state, evidence, approvals, now) to (state, effects).
+
+The flow calls `next_step` at every check and applies the effects; nothing
+here does I/O or reads a clock. The whole behaviour is the table below.
+
+    status             event                                          next status          effects
+    -----------------  ---------------------------------------------  -------------------  ---------------------------
+    pending            start, first stage needs no approval           shadow|ramping|...   set allocations
+    pending            start, first stage needs approval              awaiting_approval    request approval
+    entering eval                                                     evaluating           run the eval
+    evaluating         no result yet                                  evaluating           (none)
+    evaluating         gate passed                                    next stage           (as for a pass)
+    evaluating         gate failed                                    rolled_back          roll back (nobody saw it)
+    any active         flag rolled back by hand                       rolled_back          (none: it is done already)
+    any active         judge proves harm (also while waiting)         rolled_back          roll back
+    shadow|ramping     SRM or other untrustworthy data                held                 (alert)
+    shadow|ramping     pass + min_samples + min_duration met          next stage           set allocations
+                       ... next stage needs approval                  awaiting_approval    request approval
+                       ... no stage left                              promoted
+    shadow|ramping     max_duration reached without a pass            held | rolled_back   on_inconclusive
+    shadow             budget spent (per hour or in total)            shadow               pause shadowing
+    shadow             hourly budget free again                       shadow               resume shadowing
+    shadow|ramping     otherwise                                      same                 (none)
+    awaiting_approval  approved                                       that stage           set allocations
+    awaiting_approval  rejected                                       rolled_back          roll back
+    awaiting_approval  approval_timeout reached                       held | rolled_back   on_approval_timeout
+    held               approved                                       next stage           set allocations
+    held               rejected                                       rolled_back          roll back
+    entering full                                                     promoted             set allocations (everyone)
+    promoted|rolled_back|aborted  anything                            same                 (none)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from rollout.core.plan import Policy, RolloutPlan, StageKind
+from rollout.core.stats import Code, Decision, Verdict
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    EVALUATING = "evaluating"
+    SHADOW = "shadow"
+    RAMPING = "ramping"
+    AWAITING_APPROVAL = "awaiting_approval"
+    HELD = "held"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+    @property
+    def active(self) -> bool:
+        return self not in (Status.PROMOTED, Status.ROLLED_BACK, Status.ABORTED)
+
+    @property
+    def waiting(self) -> bool:
+        """Waiting for a human: the judge still runs, but nothing advances without an answer."""
+        return self in (Status.AWAITING_APPROVAL, Status.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    status: Status = Status.PENDING
+    stage_index: int = -1                # the stage in force; -1 before the first one starts
+    stage_started_at: datetime | None = None
+    waiting_for: int | None = None       # the stage a human must approve to go on
+    waiting_since: datetime | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalInput:
+    stage_index: int
+    approved: bool
+    approver: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the flow saw at this check."""
+
+    verdict: Verdict | None = None     # None: no evidence for the stage in force (nothing live yet)
+    stage_samples: int = 0             # smallest per-arm count in the stage in force
+    rolled_back_by_hand: str | None = None  # the reason, when someone rolled the flag back outside this rollout
+    eval_outcome: EvalOutcome | None = None  # an eval stage's gate, once every case has run
+    shadow_spend_hour: float = 0.0     # candidate cost in this shadow stage, over the last hour
+    shadow_spend_total: float = 0.0    # and since the stage began
+    shadow_sampling: bool = True       # whether the flag currently samples units into shadow
+
+
+@dataclass(frozen=True, slots=True)
+class EvalOutcome:
+    passed: bool
+    reason: str
+
+
+# --- effects ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SetAllocations:
+    stage_index: int
+    phase: str                          # flag phase: shadow | ramping | promoted
+    allocations: Mapping[str, int] = field(default_factory=dict)
+    shadow_bp: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allocations", MappingProxyType(dict(self.allocations)))
+
+
+@dataclass(frozen=True, slots=True)
+class RunEval:
+    """Run the eval stage's cases on both variants (the flow does it between checks)."""
+
+    stage_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class RollBack:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestApproval:
+    stage_index: int
+    stage_name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A Prefect event, so automations can tell people."""
+
+    event: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+Effect = SetAllocations | RunEval | RollBack | RequestApproval | Emit
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: RolloutState
+    effects: tuple[Effect, ...]
+    action: str      # for the decisions table: what the controller did, in one word
+    reason: str      # and why, in words
+
+
+def next_step(
+    plan: RolloutPlan,
+    state: RolloutState,
+    observation: Observation,
+    approvals: Sequence[ApprovalInput],
+    now: datetime,
+) -> Step:
+    status = state.status
+    if not status.active:
+        return Step(state, (), "none", f"the rollout is {status.value}; nothing to do")
+    if status is Status.PENDING:
+        return _advance_to(plan, state, 0, now, "rollout started")
+
+    if observation.rolled_back_by_hand is not None:
+        reason = f"rolled back by hand: {observation.rolled_back_by_hand}"
+        return Step(replace(state, status=Status.ROLLED_BACK, reason=reason, waiting_for=None),
+                    (Emit("rollout.rolled_back", {"reason": reason, "by_hand": True}),), "rolled_back_by_hand", reason)
+
+    verdict = observation.verdict
+    if verdict is not None and verdict.decision is Decision.ROLLBACK:
+        return _rollback(state, f"harm proven: {verdict.reason}")
+
+    if status.waiting:
+        return _waiting(plan, state, approvals, now)
+    if status is Status.EVALUATING:
+        return _evaluating(plan, state, observation, now)
+    if status is Status.SHADOW and plan.stages[state.stage_index].budget is not None:
+        budget_step = _shadow_budget(plan, state, observation)
+        if budget_step is not None:
+            return budget_step
+    return _judging(plan, state, observation, now)
+
+
+def _evaluating(plan: RolloutPlan, state: RolloutState, obs: Observation, now: datetime) -> Step:
+    stage = plan.stages[state.stage_index]
+    outcome = obs.eval_outcome
+    if outcome is None:
+        return Step(state, (), "continue", f"stage {stage.name}: the eval is running")
+    if not outcome.passed:
+        return _rollback(state, f"eval gate {stage.name} failed: {outcome.reason}")
+    return _advance_to(plan, state, state.stage_index + 1, now, f"eval gate {stage.name} passed: {outcome.reason}")
+
+
+def _shadow_budget(plan: RolloutPlan, state: RolloutState, obs: Observation) -> Step | None:
+    """Pause shadowing while the candidate's spend is over budget; resume when the hour frees up."""
+    stage = plan.stages[state.stage_index]
+    budget = stage.budget
+    assert budget is not None
+    over = []
+    if budget.total is not None and obs.shadow_spend_total >= budget.total:
+        over.append(f"total spend {obs.shadow_spend_total:.4g} of {budget.total:g}")
+    if budget.per_hour is not None and obs.shadow_spend_hour >= budget.per_hour:
+        over.append(f"spend in the last hour {obs.shadow_spend_hour:.4g} of {budget.per_hour:g}")
+    if over and obs.shadow_sampling:
+        reason = f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})"
+        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, "shadow", {}, 0),),
+                    "pause_shadow", reason)
+    if over:
+        return Step(state, (), "continue", f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})")
+    if not obs.shadow_sampling:
+        reason = f"stage {stage.name}: budget free again, shadowing resumed"
+        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, "shadow", {}, stage.shadow_bp),),
+                    "resume_shadow", reason)
+    return None
+
+
+def _judging(plan: RolloutPlan, state: RolloutState, obs: Observation, now: datetime) -> Step:
+    stage = plan.stages[state.stage_index]
+    elapsed = now - (state.stage_started_at or now)
+    verdict = obs.verdict
+    if verdict is not None and verdict.decision is Decision.HOLD and _untrustworthy(verdict):
+        reason = f"data cannot be trusted: {verdict.reason}"
+        return _hold(state, now, reason)
+    if (verdict is not None and verdict.decision is Decision.PASS
+            and obs.stage_samples >= stage.min_samples and elapsed >= stage.min_duration):
+        return _advance_to(plan, state, state.stage_index + 1, now,
+                           f"stage {stage.name} passed: {verdict.reason}")
+    if stage.max_duration is not None and elapsed >= stage.max_duration:
+        reason = f"stage {stage.name} reached its max_duration ({stage.max_duration}) without a verdict"
+        if plan.on_inconclusive is Policy.ROLLBACK:
+            return _rollback(state, reason)
+        return _hold(state, now, reason)
+    waiting_on = []
+    if verdict is None or verdict.decision is not Decision.PASS:
+        waiting_on.append(verdict.reason if verdict is not None else "no evidence yet")
+    if obs.stage_samples < stage.min_samples:
+        waiting_on.append(f"{obs.stage_samples} of {stage.min_samples} samples per arm")
+    if elapsed < stage.min_duration:
+        waiting_on.append(f"{_short(elapsed)} of {_short(stage.min_duration)} minimum duration")
+    return Step(state, (), "continue", f"stage {stage.name}: waiting for " + "; ".join(waiting_on))
+
+
+def _waiting(plan: RolloutPlan, state: RolloutState, approvals: Sequence[ApprovalInput], now: datetime) -> Step:
+    target = state.waiting_for
+    assert target is not None
+    answer = next((a for a in reversed(approvals) if a.stage_index == target), None)
+    stage_name = plan.stages[target].name if target < len(plan.stages) else "completion"
+    if answer is not None and not answer.approved:
+        comment = f": {answer.comment}" if answer.comment else ""
+        return _rollback(state, f"stage {stage_name} rejected by {answer.approver}{comment}")
+    if answer is not None:
+        return _advance_to(plan, replace(state, waiting_for=None), target, now,
+                           f"stage {stage_name} approved by {answer.approver}", approved=True)
+    if state.status is Status.AWAITING_APPROVAL and now - (state.waiting_since or now) >= plan.approval_timeout:
+        reason = f"no answer on stage {stage_name} within {_short(plan.approval_timeout)}"
+        if plan.on_approval_timeout is Policy.ROLLBACK:
+            return _rollback(state, reason)
+        return Step(replace(state, status=Status.HELD, reason=reason),
+                    (Emit("rollout.held", {"reason": reason}),), "hold", reason)
+    return Step(state, (), "wait", f"waiting for a human on stage {stage_name}: {state.reason}")
+
+
+def _advance_to(plan: RolloutPlan, state: RolloutState, index: int, now: datetime, why: str,
+                *, approved: bool = False) -> Step:
+    if index >= len(plan.stages):
+        reason = f"{why}; the plan is complete"
+        return Step(replace(state, status=Status.PROMOTED, reason=reason, waiting_for=None),
+                    (Emit("rollout.promoted", {"reason": reason}),), "promote", reason)
+    stage = plan.stages[index]
+    if stage.approval and not approved:
+        reason = f"{why}; stage {stage.name} needs a human's approval"
+        return Step(
+            replace(state, status=Status.AWAITING_APPROVAL, waiting_for=index, waiting_since=now, reason=reason),
+            (RequestApproval(index, stage.name, reason),
+             Emit("rollout.approval_requested", {"stage": stage.name, "stage_index": index})),
+            "request_approval", reason,
+        )
+    if stage.kind is StageKind.FULL:
+        reason = f"{why}; candidate released to everyone"
+        return Step(
+            RolloutState(Status.PROMOTED, index, now, None, None, reason),
+            (SetAllocations(index, "promoted", stage.allocations),
+             Emit("rollout.promoted", {"stage": stage.name, "reason": reason})),
+            "promote", reason,
+        )
+    if stage.kind is StageKind.EVAL:
+        reason = f"{why}; running eval gate {stage.name}"
+        return Step(RolloutState(Status.EVALUATING, index, now, None, None, reason),
+                    (RunEval(index), Emit("rollout.stage_changed", {"stage": stage.name, "stage_index": index})),
+                    "enter_stage", reason)
+    kind = Status.SHADOW if stage.kind is StageKind.SHADOW else Status.RAMPING
+    reason = f"{why}; entering stage {stage.name}"
+    effect = (SetAllocations(index, "shadow", {}, stage.shadow_bp) if stage.kind is StageKind.SHADOW
+              else SetAllocations(index, "ramping", stage.allocations))
+    return Step(RolloutState(kind, index, now, None, None, reason),
+                (effect, Emit("rollout.stage_changed", {"stage": stage.name, "stage_index": index})),
+                "enter_stage", reason)
+
+
+def _rollback(state: RolloutState, reason: str) -> Step:
+    return Step(replace(state, status=Status.ROLLED_BACK, reason=reason, waiting_for=None),
+                (RollBack(reason), Emit("rollout.rolled_back", {"reason": reason})), "rollback", reason)
+
+
+def _hold(state: RolloutState, now: datetime, reason: str) -> Step:
+    return Step(replace(state, status=Status.HELD, waiting_for=state.stage_index + 1, waiting_since=now,
+                        reason=reason),
+                (Emit("rollout.held", {"reason": reason}),), "hold", reason)
+
+
+def _untrustworthy(verdict: Verdict) -> bool:
+    """A hold that needs a human (broken data), as opposed to one that only needs more samples."""
+    return any(not h.ok and h.code is Code.SAMPLE_RATIO_MISMATCH for h in verdict.health)
+
+
+def _short(delta: Any) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

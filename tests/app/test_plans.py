@@ -1,0 +1,95 @@
+"""Plans: the README's example parses to the stages it describes; a bad plan lists every problem."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollout.core.plan import Policy, StageKind
+from rollout.errors import InvalidPlanError
+from rollout.app.plans import load_plan, parse_duration
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plans" / "ticket-summarizer.yaml"
+BASE: dict[str, Any] = {
+    "flag": "f", "baseline": "a", "candidate": "b",
+    "strata": [{"name": "free", "match": {"attribute": "tier", "equals": "free"}}],
+    "stages": [{"name": "canary", "kind": "ramp", "percent": 5}],
+    "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.01}],
+}
+
+
+def test_the_readme_plan() -> None:
+    plan = load_plan(EXAMPLE)
+    assert [(s.name, s.kind, s.approval) for s in plan.stages] == [
+        ("shadow", StageKind.SHADOW, False), ("canary", StageKind.RAMP, False),
+        ("quarter", StageKind.RAMP, True), ("full", StageKind.FULL, True)]
+    assert plan.stages[0].shadow_bp == 1_000 and plan.stages[0].min_duration == timedelta(minutes=10)
+    assert dict(plan.stages[1].allocations) == {"internal": 10_000, "free": 500, "default": 0}
+    # one number for all means "at least": staff stay at 100 %
+    assert dict(plan.stages[2].allocations) == {"internal": 10_000, "free": 2_500, "default": 2_500}
+    latency = next(m for m in plan.metrics if m.name == "latency_ms")
+    assert (latency.margin, latency.relative, latency.scale) == (0.10, True, "log")
+    assert (plan.check_interval, plan.on_inconclusive, plan.on_abort) == (timedelta(seconds=30), Policy.HOLD,
+                                                                          Policy.ROLLBACK)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("24h", 86_400), ("2d", 172_800),
+                                               ("1.5s", 1.5), (45, 45)])
+def test_durations(text: Any, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["10", "5x", "-1s", "", "m", True])
+def test_bad_durations(text: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+BAD = [
+    ("same variants", {"candidate": "a"}, ["candidate: must differ from the baseline"]),
+    ("unknown stratum in percent", {"stages": [{"name": "c", "kind": "ramp", "percent": {"paid": 5}}]},
+     ["stages[0] (c).percent.paid: no such stratum"]),
+    ("allocation going down", {"stages": [{"name": "c", "kind": "ramp", "percent": {"free": 50}},
+                                          {"name": "d", "kind": "ramp", "percent": {"free": 10}}]},
+     ["stages[1] (d).percent.free: 10 % is below the 50 %"]),
+    ("ramp without percent", {"stages": [{"name": "c", "kind": "ramp"}]}, ["a ramp stage needs a percent"]),
+    ("shadow without sample", {"stages": [{"name": "s", "kind": "shadow"}]}, ["a shadow stage needs a sample"]),
+    ("shadow after a ramp", {"stages": [{"name": "c", "kind": "ramp", "percent": 5},
+                                        {"name": "s", "kind": "shadow", "sample": 0.1}]},
+     ["a shadow stage must come before"]),
+    ("full not last", {"stages": [{"name": "f", "kind": "full"}, {"name": "c", "kind": "ramp", "percent": 5}]},
+     ["the full stage must be the last stage"]),
+    ("log scale with an absolute margin", {"metrics": [{"name": "latency_ms", "kind": "continuous",
+                                                         "better": "lower", "margin": 10, "scale": "log"}]},
+     ["metrics.latency_ms: log-scale and quantile metrics need a relative margin"]),
+    ("bad margin text", {"metrics": [{"name": "q", "kind": "continuous", "better": "higher", "margin": "lots"}]},
+     ["neither a number nor a percentage"]),
+    ("duplicate stage names", {"stages": [{"name": "c", "kind": "ramp", "percent": 5},
+                                          {"name": "c", "kind": "ramp", "percent": 6}]},
+     ["'c' is listed more than once"]),
+    ("percent too fine", {"stages": [{"name": "c", "kind": "ramp", "percent": 0.001}]}, ["finer than 0.01 %"]),
+    ("unknown field", {"stages": [{"name": "c", "kind": "ramp", "percent": 5, "speed": "fast"}]},
+     ["stages[0].speed: unknown field"]),
+    ("missing metrics", {"metrics": []}, ["metrics: List should have at least 1 item"]),
+    ("bad duration", {"check_interval": "soon"}, ["check_interval: 'soon' is not a duration"]),
+]
+
+
+@pytest.mark.parametrize(("_name", "change", "problems"), BAD, ids=[b[0] for b in BAD])
+def test_bad_plans_name_each_problem(_name: str, change: dict[str, Any], problems: list[str]) -> None:
+    with pytest.raises(InvalidPlanError) as info:
+        load_plan({**BASE, **change})
+    found = info.value.problems
+    for expected in problems:
+        assert any(expected in p for p in found), (expected, found)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(InvalidPlanError) as info:
+        load_plan({**BASE, "candidate": "a", "flag": "no spaces please",
+                   "stages": [{"name": "c", "kind": "ramp", "percent": 500},
+                              {"name": "s", "kind": "shadow"}]})
+    assert len(info.value.problems) == 5, info.value.problems
