@@ -12,7 +12,7 @@ from rollout.core.plan import Policy, StageKind
 from rollout.errors import InvalidPlanError
 from rollout.app.plans import load_plan, parse_duration
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plans" / "ticket-summarizer.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plans" / "ticket-summarizer.yaml"
 BASE: dict[str, Any] = {
     "flag": "f", "baseline": "a", "candidate": "b",
     "strata": [{"name": "free", "match": {"attribute": "tier", "equals": "free"}}],

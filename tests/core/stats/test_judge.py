@@ -257,8 +257,9 @@ def test_bad_metric_spec_raises(kwargs):
         MetricSpec("m", **kwargs)
 
 
-def test_judge_is_fast_enough_to_run_after_every_check():
-    # Given 5 metrics x 3 strata x 4 stages (60 groups per arm)
+def test_judge_answers_for_every_metric_of_a_full_plan():
+    # Given 5 metrics x 3 strata x 4 stages (60 groups per arm); how fast this runs is measured in
+    # `make bench`, not here (timed tests fail on a loaded machine and prove nothing)
     rng = np.random.default_rng(4)
     specs = [ERROR, LATENCY, QUALITY, P95, MetricSpec("cost", margin=0.1, relative=True, scale="log")]
     arms = {}
@@ -267,12 +268,10 @@ def test_judge_is_fast_enough_to_run_after_every_check():
             values = rng.random(500) < 0.02 if spec.kind == "binary" else rng.lognormal(0, 1, 500)
             arms[(spec.metric, v)] = ArmStats.from_values(values)
     ev = evidence(arms, strata=("a", "b", "c"), stages=(0, 1, 2, 3))
-    judge(ev, specs)
-    start = time.perf_counter()
-    for _ in range(20):
-        judge(ev, specs)
-    per_call = (time.perf_counter() - start) / 20
-    assert per_call < 0.02  # measured ~2 ms here; generous for slow CI machines
+    # When it is judged
+    verdict = judge(ev, specs)
+    # Then every metric has a result
+    assert {r.metric for r in verdict.metrics} == {s.metric for s in specs}
 
 
 arm_stats = st.builds(
