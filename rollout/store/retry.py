@@ -66,7 +66,7 @@ def retrying(*, deadline: float | None = None, attempts: int | None = None,
     stop = stop_any(*stops) if stops else stop_never
     return Retrying(
         retry=retry_if_exception(retry_on),
-        wait=wait_exponential_jitter(initial=initial, max=maximum, jitter=JITTER),
+        wait=wait_exponential_jitter(multiplier=initial, max=maximum, jitter=JITTER),
         stop=stop,
         sleep=sleep,
         before_sleep=before_sleep,
