@@ -256,6 +256,52 @@ class NamespaceSecret(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class Sample(Base):
+    """An input and the answer an arm gave to it, kept (opt-in, redacted, capped) for online judges and eval export.
+
+    The cell columns say which exposure it belongs to, so a judge's score is
+    credited to the variant, stratum and stage that served it. `scored_at` is
+    set in the same transaction that stores the scores as outcomes, so a sample
+    is scored once whatever retries happen (see `SampleScore`).
+    """
+
+    __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_flag_id_rollout_id", "flag_id", "rollout_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flag_id: Mapped[int] = mapped_column(Integer)
+    rollout_id: Mapped[int] = mapped_column(Integer)          # 0: no rollout was active
+    stage: Mapped[int] = mapped_column(Integer)
+    variant: Mapped[str] = mapped_column(String(100))
+    stratum: Mapped[str] = mapped_column(String(64))
+    unit_hash: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))           # "online" (a live answer) or "shadow"
+    pair_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    category: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    input: Mapped[str] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SampleScore(Base):
+    """One online judge's grade of one sample, and what grading it cost.
+
+    The primary key makes a sample graded once per judge: the grade and its
+    outcome row are written in one transaction, and a replay inserts nothing.
+    A judge that failed leaves `score` NULL and says why in `error` (its cost
+    still counts against the budget).
+    """
+
+    __tablename__ = "sample_scores"
+
+    sample_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
+    judge: Mapped[str] = mapped_column(String(64), primary_key=True)
+    score: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
+    cost_usd: Mapped[float] = mapped_column(Float(precision=53))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ApiToken(Base):
     """A credential for the HTTP API, bound to one namespace and one scope.
 

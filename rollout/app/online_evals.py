@@ -1,0 +1,107 @@
+"""One round of online grading: the judges grade the samples the apps kept, within their budgets.
+
+The rollout flow runs a round per check interval (a Prefect task), before the
+check, so the grades a round writes are judged at once. A round:
+
+1. meters the judge's spend (last hour, whole rollout) from the grades stored;
+2. if the budget is spent, grades nothing and says why (status and summary show it);
+3. otherwise grades the oldest ungraded samples, as many as the budget affords
+   at the cost per grade seen so far, on a thread pool (a judge is a network call);
+4. stores each grade and its outcome (the metric named after the judge, credited
+   to the variant, stratum and stage that served the answer) in one transaction,
+   so a retried round grades nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from rollout.app.evals import load_callable
+from rollout.core.online_eval import OnlineEval
+from rollout.store.db import transaction
+from rollout.store.samples import GradeRecord, SampleRecord, judge_spend, record_grades, ungraded
+
+ROUND_LIMIT = 2_000     # the most samples one round grades, whatever the budget
+CONCURRENCY = 32        # judge calls in flight: at 50 ms a call that is ~600 grades/s
+
+
+@dataclass(frozen=True, slots=True)
+class GradingRound:
+    judge: str
+    graded: int             # new grades stored this round (with a score)
+    failed: int             # the judge could not grade (error stored; the cost still counts)
+    spent_usd: float        # what this round cost
+    spent_hour: float       # the judge's spend over the last hour, this round included
+    spent_total: float      # and over the whole rollout
+    paused: str | None      # why grading is paused (budget spent), or None
+
+
+def load_judge(path: str) -> Callable[[Any, Any], Any]:
+    """The scorer a plan names: an object with `grade(input, output)` (an LlmJudge), or a plain callable."""
+    target = load_callable(path)
+    if isinstance(target, type):
+        raise ValueError(f"{path!r} is a class; name an instance or a function")
+    return target
+
+
+def grade_round(engine: Engine, *, flag_id: int, rollout_id: int, spec: OnlineEval,
+                judge: Callable[[Any, Any], Any], now: datetime, limit: int = ROUND_LIMIT,
+                concurrency: int = CONCURRENCY) -> GradingRound:
+    with transaction(engine) as session:
+        spent_hour, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
+                                    since=now - timedelta(hours=1))
+        spent_total, grades_so_far = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
+        per_grade = spent_total / grades_so_far if grades_so_far else None
+        paused = spec.exhausted(spent_hour, spent_total, per_grade)
+        if paused is not None:
+            return GradingRound(spec.name, 0, 0, 0.0, spent_hour, spent_total, paused)
+        affordable = spec.affordable(spent_hour, spent_total, per_grade)
+        # Before any cost is known, one small probe round measures it; the budget
+        # is then respected to within one round, i.e. one check interval.
+        batch = min(limit, affordable if affordable is not None else (concurrency if spec.per_hour or spec.total
+                                                                        else limit))
+        samples = ungraded(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name, limit=batch)
+    if not samples:
+        return GradingRound(spec.name, 0, 0, 0.0, spent_hour, spent_total, None)
+
+    grades = _grade_all(judge, samples, concurrency)
+    with transaction(engine) as session:
+        stored = record_grades(session, flag_id=flag_id, judge=spec.name, samples=samples, grades=grades, now=now)
+    new = [g for g in grades if g.sample_id in stored]
+    cost = sum(g.cost_usd for g in new)
+    failed = sum(1 for g in new if g.score is None)
+    spent_hour, spent_total = spent_hour + cost, spent_total + cost
+    per_grade = spent_total / (grades_so_far + len(new)) if grades_so_far + len(new) else None
+    return GradingRound(spec.name, len(new) - failed, failed, cost, spent_hour, spent_total,
+                        spec.exhausted(spent_hour, spent_total, per_grade))
+
+
+def _grade_all(judge: Callable[[Any, Any], Any], samples: list[SampleRecord], concurrency: int) -> list[GradeRecord]:
+    grade = getattr(judge, "grade", None)
+
+    def one(sample: SampleRecord) -> GradeRecord:
+        try:
+            if grade is not None:
+                result = grade(sample.input, sample.output)
+                score, cost = float(result.score), float(result.cost_usd)
+            else:
+                score, cost = float(judge(sample.input, sample.output)), 0.0
+        except Exception as exc:  # noqa: BLE001 - a judge's failure is stored as such, never raised into the flow
+            return GradeRecord(sample.id, None, float(getattr(exc, "cost_usd", 0.0) or 0.0),
+                               f"{type(exc).__name__}: {exc}"[:500])
+        if not 0.0 <= score <= 1.0:
+            return GradeRecord(sample.id, None, cost, f"score {score!r} is outside [0, 1]")
+        return GradeRecord(sample.id, score, cost)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(samples))),
+                            thread_name_prefix="online-judge") as pool:
+        return list(pool.map(one, samples))
+
+
+__all__ = ["CONCURRENCY", "GradingRound", "ROUND_LIMIT", "grade_round", "load_judge"]

@@ -1,0 +1,94 @@
+"""Samples (kept inputs and answers) and the online judges' grades of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from rollout.store.models import Outcome, Sample, SampleScore
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRecord:
+    id: int
+    rollout_id: int
+    stage: int
+    variant: str
+    stratum: str
+    unit_hash: int
+    category: str | None
+    input: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class GradeRecord:
+    sample_id: int
+    score: float | None     # None: the judge failed (error says why)
+    cost_usd: float
+    error: str | None = None
+
+
+def insert_samples(engine: Engine, rows: Iterable[dict]) -> int:
+    """Store samples (dicts of the Sample columns but id) in one transaction; returns how many."""
+    values = list(rows)
+    if values:
+        with engine.begin() as conn:
+            conn.execute(insert(Sample), values)
+    return len(values)
+
+
+def ungraded(session: Session, *, flag_id: int, rollout_id: int, judge: str, limit: int) -> list[SampleRecord]:
+    """The oldest samples of this rollout that this judge has not graded yet."""
+    q = (select(Sample).outerjoin(SampleScore, and_(SampleScore.sample_id == Sample.id, SampleScore.judge == judge))
+         .where(Sample.flag_id == flag_id, Sample.rollout_id == rollout_id, Sample.source == "online",
+                SampleScore.sample_id.is_(None))
+         .order_by(Sample.id).limit(limit))
+    return [SampleRecord(s.id, s.rollout_id, s.stage, s.variant, s.stratum, s.unit_hash, s.category, s.input, s.output)
+            for s in session.scalars(q)]
+
+
+def judge_spend(session: Session, *, flag_id: int, rollout_id: int, judge: str,
+                since: datetime | None = None) -> tuple[float, int]:
+    """(cost, grades) of this judge on this rollout, optionally since a time: its budget's meter."""
+    q = (select(func.coalesce(func.sum(SampleScore.cost_usd), 0.0), func.count())
+         .join(Sample, Sample.id == SampleScore.sample_id)
+         .where(Sample.flag_id == flag_id, Sample.rollout_id == rollout_id, SampleScore.judge == judge))
+    if since is not None:
+        q = q.where(SampleScore.scored_at >= since)
+    cost, count = session.execute(q).one()
+    return float(cost or 0.0), int(count or 0)
+
+
+def record_grades(session: Session, *, flag_id: int, judge: str, samples: Sequence[SampleRecord],
+                  grades: Sequence[GradeRecord], now: datetime) -> set[int]:
+    """Store the grades and, for each new one with a score, an outcome of the sample's exposure.
+
+    Both in the caller's transaction: a grade already stored (a replay, or a
+    second scorer) inserts nothing and adds no outcome, so each sample counts
+    once. Returns the ids of the samples whose grade was new.
+    """
+    by_id = {s.id: s for s in samples}
+    rows = [{"sample_id": g.sample_id, "judge": judge, "score": g.score, "cost_usd": g.cost_usd,
+             "error": g.error, "scored_at": now} for g in grades]
+    if not rows:
+        return set()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stored = set(session.scalars(dialect.insert(SampleScore).values(rows).on_conflict_do_nothing()
+                             .returning(SampleScore.sample_id)).all())
+    scores = {g.sample_id: g.score for g in grades}
+    outcomes = [{"flag_id": flag_id, "rollout_id": by_id[i].rollout_id or None, "stage": by_id[i].stage,
+                 "variant": by_id[i].variant, "stratum": by_id[i].stratum, "unit_hash": by_id[i].unit_hash,
+                 "metric": judge, "value": scores[i], "recorded_at": now}
+                for i in stored if scores[i] is not None]
+    if outcomes:
+        session.execute(insert(Outcome), outcomes)
+    return stored
+
+
+__all__ = ["GradeRecord", "SampleRecord", "insert_samples", "judge_spend", "record_grades", "ungraded"]
