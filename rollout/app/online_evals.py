@@ -5,8 +5,8 @@ check, so the grades a round writes are judged at once. A round:
 
 1. meters the judge's spend (last hour, whole rollout) from the grades stored;
 2. if the budget is spent, grades nothing and says why (status and summary show it);
-3. otherwise grades the oldest ungraded samples, as many as the budget affords
-   at the cost per grade seen so far, on a thread pool (a judge is a network call);
+3. otherwise grades the oldest ungraded samples on a thread pool (a judge is a
+   network call), in waves sized by what the budget still affords;
 4. stores each grade and its outcome (the metric named after the judge, credited
    to the variant, stratum and stage that served the answer) in one transaction,
    so a retried round grades nothing twice.
@@ -54,54 +54,58 @@ def grade_round(engine: Engine, *, flag_id: int, rollout_id: int, spec: OnlineEv
                 judge: Callable[[Any, Any], Any], now: datetime, limit: int = ROUND_LIMIT,
                 concurrency: int = CONCURRENCY) -> GradingRound:
     with transaction(engine) as session:
-        spent_hour, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
-                                    since=now - timedelta(hours=1))
-        spent_total, grades_so_far = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
-        per_grade = spent_total / grades_so_far if grades_so_far else None
-        paused = spec.exhausted(spent_hour, spent_total, per_grade)
-        if paused is not None:
-            return GradingRound(spec.name, 0, 0, 0.0, spent_hour, spent_total, paused)
-        affordable = spec.affordable(spent_hour, spent_total, per_grade)
-        # Before any cost is known, one small probe round measures it; the budget
-        # is then respected to within one round, i.e. one check interval.
-        batch = min(limit, affordable if affordable is not None else (concurrency if spec.per_hour or spec.total
-                                                                        else limit))
-        samples = ungraded(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name, limit=batch)
-    if not samples:
-        return GradingRound(spec.name, 0, 0, 0.0, spent_hour, spent_total, None)
+        spent_hour, _, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
+                                       since=now - timedelta(hours=1))
+        spent_total, _, dearest = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
+        samples = ungraded(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name, limit=limit)
+    graded = failed = 0
+    cost = 0.0
+    paused = spec.exhausted(spent_hour, spent_total, dearest or None)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="online-judge") as pool:
+        # In waves (unbounded when there is no budget): after each, the spend is metered again and the next
+        # wave is sized by the dearest grade seen (grades cost what their prompts weigh,
+        # so a mean would let a round spend past the budget). The budget can then be
+        # passed by at most what one wave cost beyond that estimate.
+        while samples and paused is None:
+            budgeted = spec.per_hour is not None or spec.total is not None
+            size = min(concurrency * 4 if budgeted else len(samples), len(samples))
+            affordable = spec.affordable(spent_hour, spent_total, dearest or None)
+            if affordable is not None:
+                size = min(size, affordable)
+            elif budgeted:
+                size = 1  # no cost seen yet: one grade measures it before a wave is spent
+            if size == 0:
+                break
+            wave, samples = samples[:size], samples[size:]
+            grades = list(pool.map(lambda sample: _grade(judge, sample), wave))
+            with transaction(engine) as session:
+                stored = record_grades(session, flag_id=flag_id, judge=spec.name, samples=wave, grades=grades,
+                                       now=now)
+            new = [g for g in grades if g.sample_id in stored]
+            wave_cost = sum(g.cost_usd for g in new)
+            cost, spent_hour, spent_total = cost + wave_cost, spent_hour + wave_cost, spent_total + wave_cost
+            dearest = max([dearest, *(g.cost_usd for g in new)])
+            failed += sum(1 for g in new if g.score is None)
+            graded += sum(1 for g in new if g.score is not None)
+            paused = spec.exhausted(spent_hour, spent_total, dearest or None)
+    return GradingRound(spec.name, graded, failed, cost, spent_hour, spent_total, paused)
 
-    grades = _grade_all(judge, samples, concurrency)
-    with transaction(engine) as session:
-        stored = record_grades(session, flag_id=flag_id, judge=spec.name, samples=samples, grades=grades, now=now)
-    new = [g for g in grades if g.sample_id in stored]
-    cost = sum(g.cost_usd for g in new)
-    failed = sum(1 for g in new if g.score is None)
-    spent_hour, spent_total = spent_hour + cost, spent_total + cost
-    per_grade = spent_total / (grades_so_far + len(new)) if grades_so_far + len(new) else None
-    return GradingRound(spec.name, len(new) - failed, failed, cost, spent_hour, spent_total,
-                        spec.exhausted(spent_hour, spent_total, per_grade))
 
-
-def _grade_all(judge: Callable[[Any, Any], Any], samples: list[SampleRecord], concurrency: int) -> list[GradeRecord]:
+def _grade(judge: Callable[[Any, Any], Any], sample: SampleRecord) -> GradeRecord:
+    """One grade; a judge's failure is kept as such (with what it cost), never raised into the flow."""
     grade = getattr(judge, "grade", None)
-
-    def one(sample: SampleRecord) -> GradeRecord:
-        try:
-            if grade is not None:
-                result = grade(sample.input, sample.output)
-                score, cost = float(result.score), float(result.cost_usd)
-            else:
-                score, cost = float(judge(sample.input, sample.output)), 0.0
-        except Exception as exc:  # noqa: BLE001 - a judge's failure is stored as such, never raised into the flow
-            return GradeRecord(sample.id, None, float(getattr(exc, "cost_usd", 0.0) or 0.0),
-                               f"{type(exc).__name__}: {exc}"[:500])
-        if not 0.0 <= score <= 1.0:
-            return GradeRecord(sample.id, None, cost, f"score {score!r} is outside [0, 1]")
-        return GradeRecord(sample.id, score, cost)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(samples))),
-                            thread_name_prefix="online-judge") as pool:
-        return list(pool.map(one, samples))
+    try:
+        if grade is not None:
+            result = grade(sample.input, sample.output)
+            score, cost = float(result.score), float(result.cost_usd)
+        else:
+            score, cost = float(judge(sample.input, sample.output)), 0.0
+    except Exception as exc:  # noqa: BLE001
+        return GradeRecord(sample.id, None, float(getattr(exc, "cost_usd", 0.0) or 0.0),
+                           f"{type(exc).__name__}: {exc}"[:500])
+    if not 0.0 <= score <= 1.0:
+        return GradeRecord(sample.id, None, cost, f"score {score!r} is outside [0, 1]")
+    return GradeRecord(sample.id, score, cost)
 
 
 __all__ = ["CONCURRENCY", "GradingRound", "ROUND_LIMIT", "grade_round", "load_judge"]

@@ -54,15 +54,16 @@ def ungraded(session: Session, *, flag_id: int, rollout_id: int, judge: str, lim
 
 
 def judge_spend(session: Session, *, flag_id: int, rollout_id: int, judge: str,
-                since: datetime | None = None) -> tuple[float, int]:
-    """(cost, grades) of this judge on this rollout, optionally since a time: its budget's meter."""
-    q = (select(func.coalesce(func.sum(SampleScore.cost_usd), 0.0), func.count())
+                since: datetime | None = None) -> tuple[float, int, float]:
+    """(cost, grades, dearest grade) of this judge on this rollout, optionally since a time: its budget's meter."""
+    q = (select(func.coalesce(func.sum(SampleScore.cost_usd), 0.0), func.count(),
+                func.coalesce(func.max(SampleScore.cost_usd), 0.0))
          .join(Sample, Sample.id == SampleScore.sample_id)
          .where(Sample.flag_id == flag_id, Sample.rollout_id == rollout_id, SampleScore.judge == judge))
     if since is not None:
         q = q.where(SampleScore.scored_at >= since)
-    cost, count = session.execute(q).one()
-    return float(cost or 0.0), int(count or 0)
+    cost, count, dearest = session.execute(q).one()
+    return float(cost or 0.0), int(count or 0), float(dearest or 0.0)
 
 
 def record_grades(session: Session, *, flag_id: int, judge: str, samples: Sequence[SampleRecord],
