@@ -76,7 +76,8 @@ def budget_overshoot(url: str, n: int) -> tuple[float, float, int]:
     return spec.per_hour or 0.0, result.spent_hour, rounds
 
 
-def run(n: int = SAMPLES) -> tuple[str, dict]:
+def run(n: int | None = None) -> tuple[str, dict]:
+    n = n or SAMPLES
     kinds = ["sqlite"] + (["postgres"] if postgres_available() else [])
     rows, figures = [], {}
     with tempfile.TemporaryDirectory() as tmp:
