@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rollout.core.flag import KEY_PATTERN, Stratum
+from rollout.core.online_eval import OnlineEval
 from rollout.core.plan import EvalSpec, Policy, RolloutPlan, ShadowBudget, Stage, StageKind
 from rollout.errors import InvalidFlagError, InvalidPlanError
 from rollout.core.stats import MetricSpec
@@ -112,6 +113,27 @@ class MetricModel(_Model):
     source: str | None = Field(default=None, description="the recorded metric this one reads, e.g. a p95 of latency_ms")
 
 
+class JudgeBudgetModel(_Model):
+    per_hour: float | None = Field(default=None, gt=0, description="the judge's own cost per rolling hour")
+    total: float | None = Field(default=None, gt=0, description="the judge's own cost over the rollout")
+
+
+class JudgeMetricModel(_Model):
+    kind: Literal["binary", "continuous"] = "continuous"
+    better: Literal["lower", "higher"] = "higher"
+    margin: float | str
+    bounds: tuple[float, float] | None = (0.0, 1.0)
+
+
+class OnlineEvalModel(_Model):
+    name: str = Field(description="the metric the judge's grades are recorded as")
+    scorer: str = Field(description="import path, module:attribute, of a scorer (input, output) -> score in [0, 1] "
+                                    "or an LlmJudge")
+    sample: float = Field(gt=0, le=1, description="share of exposures, both arms alike, whose answers are graded")
+    budget: JudgeBudgetModel | None = None
+    metric: JudgeMetricModel
+
+
 class PlanModel(_Model):
     flag: str
     baseline: str
@@ -120,6 +142,7 @@ class PlanModel(_Model):
     strata: list[StratumModel] = []
     stages: list[StageModel] = Field(min_length=1)
     metrics: list[MetricModel] = Field(min_length=1)
+    online_evals: list[OnlineEvalModel] = []
     check_interval: timedelta = timedelta(seconds=30)
     alpha: float = Field(default=0.05, gt=0, le=0.5)
     on_inconclusive: Literal["hold", "rollback"] = "hold"
@@ -278,10 +301,14 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         ))
 
     metrics: list[MetricSpec] = []
-    metric_names = [m.name for m in model.metrics]
+    # An online judge's grades are an ordinary metric: judged, and rolled back on, like the others.
+    judged = [*model.metrics, *(MetricModel(name=j.name, kind=j.metric.kind, better=j.metric.better,
+                                            margin=j.metric.margin, bounds=j.metric.bounds)
+                                for j in model.online_evals)]
+    metric_names = [m.name for m in judged]
     for dup in sorted({n for n in metric_names if metric_names.count(n) > 1}):
         problems.append(f"metrics: {dup!r} is listed more than once")
-    for m in model.metrics:
+    for m in judged:
         if not _METRIC_NAME.match(m.name):
             problems.append(f"metrics.{m.name}: the name must be an identifier (letters, digits, _)")
             continue
@@ -294,6 +321,13 @@ def to_domain(model: PlanModel) -> RolloutPlan:
                                       scale=m.scale, bounds=m.bounds, quantile=m.quantile, source=m.source))
         except ValueError as exc:
             problems.append(f"metrics.{m.name}: {str(exc).removeprefix(f'metric {m.name!r}: ')}")
+    online_evals = []
+    for j in model.online_evals:
+        if not re.match(r"^[\w.]+:[\w.]+$", j.scorer):
+            problems.append(f"online_evals.{j.name}.scorer: {j.scorer!r} must be an import path, module:attribute")
+        budget = j.budget or JudgeBudgetModel()
+        online_evals.append(OnlineEval(name=j.name, scorer=j.scorer, sample=j.sample, per_hour=budget.per_hour,
+                                       total=budget.total))
     if model.check_interval <= timedelta(0):
         problems.append("check_interval: must be longer than zero")
 
@@ -303,7 +337,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         flag=model.flag, baseline=model.baseline, candidate=model.candidate, strata=tuple(strata),
         stages=tuple(stages), metrics=tuple(metrics), check_interval=model.check_interval, alpha=model.alpha,
         on_inconclusive=Policy(model.on_inconclusive), on_approval_timeout=Policy(model.on_approval_timeout),
-        approval_timeout=model.approval_timeout, on_abort=Policy(model.on_abort),
+        approval_timeout=model.approval_timeout, on_abort=Policy(model.on_abort), online_evals=tuple(online_evals),
     )
 
 

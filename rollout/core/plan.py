@@ -13,6 +13,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from rollout.core.flag import BUCKETS, Stratum
+from rollout.core.online_eval import OnlineEval
 from rollout.core.stats import MetricSpec
 
 
@@ -89,6 +90,7 @@ class RolloutPlan:
     on_approval_timeout: Policy = Policy.HOLD
     approval_timeout: timedelta = timedelta(hours=24)
     on_abort: Policy = Policy.ROLLBACK
+    online_evals: tuple[OnlineEval, ...] = ()   # judges that grade a sample of live answers in every stage
 
     @property
     def stratum_names(self) -> tuple[str, ...]:

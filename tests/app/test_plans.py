@@ -75,6 +75,15 @@ BAD = [
      ["stages[0].speed: unknown field"]),
     ("missing metrics", {"metrics": []}, ["metrics: List should have at least 1 item"]),
     ("bad duration", {"check_interval": "soon"}, ["check_interval: 'soon' is not a duration"]),
+    ("online judge named like a metric", {"online_evals": [
+        {"name": "error", "scorer": "m:f", "sample": 0.05, "metric": {"margin": 0.03}}]},
+     ["metrics: 'error' is listed more than once"]),
+    ("online judge without an import path", {"online_evals": [
+        {"name": "faithfulness", "scorer": "judge", "sample": 0.05, "metric": {"margin": 0.03}}]},
+     ["online_evals.faithfulness.scorer: 'judge' must be an import path"]),
+    ("online judge sampling nothing", {"online_evals": [
+        {"name": "faithfulness", "scorer": "m:f", "sample": 0, "metric": {"margin": 0.03}}]},
+     ["sample: Input should be greater than 0"]),
 ]
 
 
@@ -93,3 +102,16 @@ def test_every_problem_is_listed_at_once() -> None:
                    "stages": [{"name": "c", "kind": "ramp", "percent": 500},
                               {"name": "s", "kind": "shadow"}]})
     assert len(info.value.problems) == 5, info.value.problems
+
+
+def test_an_online_judge_is_judged_as_a_metric_and_graded_within_its_budget() -> None:
+    # Given a plan with an online judge
+    plan = load_plan({**BASE, "online_evals": [{
+        "name": "faithfulness", "scorer": "examples.ticket_app.scoring:faithfulness", "sample": 0.05,
+        "budget": {"per_hour": 2.0}, "metric": {"kind": "continuous", "better": "higher", "margin": 0.03}}]})
+    # Then its grades are a metric the judge compares, on [0, 1], higher is better
+    spec = next(m for m in plan.metrics if m.name == "faithfulness")
+    assert (spec.kind, spec.better, spec.margin, spec.bounds) == ("continuous", "higher", 0.03, (0.0, 1.0))
+    # And the judge itself is kept with its sampling share and budget
+    (judge,) = plan.online_evals
+    assert (judge.sample, judge.per_hour, judge.total) == (0.05, 2.0, None)
