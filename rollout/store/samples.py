@@ -92,4 +92,59 @@ def record_grades(session: Session, *, flag_id: int, judge: str, samples: Sequen
     return stored
 
 
-__all__ = ["GradeRecord", "SampleRecord", "insert_samples", "judge_spend", "record_grades", "ungraded"]
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """A kept input with the baseline's answer to it, and what was seen of it (for eval export)."""
+
+    sample_id: int
+    category: str | None
+    stratum: str
+    input: str
+    reference: str                    # the baseline's answer
+    candidate: str | None             # the candidate's answer to the same input (shadow pairs only)
+    scores: dict[str, float]          # judge grades (online) or the pair's metric values (shadow), by name
+    candidate_error: bool = False
+
+
+def kept_answers(session: Session, *, flag_id: int, baseline: str, source: str,
+                 rollout_id: int | None = None) -> list[KeptAnswer]:
+    """Every kept baseline answer of a flag (one rollout, or all), with its grades or its pair's outcomes."""
+    q = select(Sample).where(Sample.flag_id == flag_id, Sample.source == source)
+    if rollout_id is not None:
+        q = q.where(Sample.rollout_id == rollout_id)
+    rows = list(session.scalars(q.order_by(Sample.id)))
+    grades: dict[int, dict[str, float]] = {}
+    for sample_id, judge, score in session.execute(
+            select(SampleScore.sample_id, SampleScore.judge, SampleScore.score)
+            .where(SampleScore.sample_id.in_([r.id for r in rows]), SampleScore.score.is_not(None))):
+        grades.setdefault(sample_id, {})[judge] = score
+    by_pair: dict[int, dict[str, Sample]] = {}
+    for r in rows:
+        if r.pair_id is not None:
+            by_pair.setdefault(r.pair_id, {})[r.variant] = r
+    pair_metrics: dict[int, dict[str, float]] = {}
+    errors: set[int] = set()
+    if by_pair:
+        for pair_id, variant, metric, value in session.execute(
+                select(Outcome.pair_id, Outcome.variant, Outcome.metric, Outcome.value)
+                .where(Outcome.flag_id == flag_id, Outcome.pair_id.in_(list(by_pair)))):
+            arm = "baseline" if variant == baseline else "candidate"
+            pair_metrics.setdefault(pair_id, {})[f"{arm}.{metric}"] = value
+            if arm == "candidate" and metric == "error" and value:
+                errors.add(pair_id)
+    answers = []
+    for r in rows:
+        if r.variant != baseline:
+            continue
+        other = by_pair.get(r.pair_id, {}) if r.pair_id is not None else {}
+        candidate = next((s.output for v, s in other.items() if v != baseline), None)
+        scores = dict(grades.get(r.id, {}))
+        if r.pair_id is not None:
+            scores.update(pair_metrics.get(r.pair_id, {}))
+        answers.append(KeptAnswer(r.id, r.category, r.stratum, r.input, r.output, candidate, scores,
+                                  r.pair_id in errors if r.pair_id is not None else False))
+    return answers
+
+
+__all__ = ["GradeRecord", "KeptAnswer", "SampleRecord", "insert_samples", "judge_spend", "kept_answers", "record_grades",
+           "ungraded"]

@@ -15,6 +15,7 @@ import typer
 
 from rollout.adapters.cli import rollouts as rollout_commands
 from rollout.adapters.cli.common import ByOption, CliContext, DbOption, JsonOption, actor_name, transaction
+from rollout.adapters.cli.evals import eval_app
 from rollout.adapters.cli.tokens import serve_cmd, token_app
 from rollout.core.flag import FlagState, Stratum, percent_to_bp
 from rollout.errors import InvalidFlagError, InvalidInputError, InvalidPlanError, RolloutError, StoreUnavailableError
@@ -28,6 +29,7 @@ app.add_typer(flag_app, name="flag")
 
 
 app.add_typer(token_app, name="token")
+app.add_typer(eval_app, name="eval")
 app.command("serve")(serve_cmd)
 
 
