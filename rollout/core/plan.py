@@ -89,6 +89,7 @@ class RolloutPlan:
     on_approval_timeout: Policy = Policy.HOLD
     approval_timeout: timedelta = timedelta(hours=24)
     on_abort: Policy = Policy.ROLLBACK
+    restart_allowed: bool = False   # may a retried run whose rollout ended start another one?
 
     @property
     def stratum_names(self) -> tuple[str, ...]:

@@ -67,10 +67,14 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
 
         typer.echo("no Prefect API configured (PREFECT_API_URL): running the checks in this process; "
                    "approve with `rollout approve`, stop with Ctrl-C (applies on_abort)")
-        state = run_foreground(context_engine(ctx), document, actor=who, namespace=ctx.obj.namespace,
-                               on_check=lambda r: typer.echo(f"[{r.step.state.status.value}] {r.step.action}: {r.step.reason}"))
-        typer.echo(f"rollout ended {state.status.value}: {state.reason}")
-        raise typer.Exit(0 if state.status.value == "promoted" else 1)
+        ending = run_foreground(context_engine(ctx), document, actor=who, namespace=ctx.obj.namespace,
+                                on_check=lambda r: typer.echo(f"[{r.step.state.status.value}] {r.step.action.value}: "
+                                                              f"{r.step.reason}"))
+        if ending.lost:
+            typer.echo(f"controller stopped, rollout LOST: {ending.reason}")
+        else:
+            typer.echo(f"rollout ended {ending.state.status.value}: {ending.reason}")
+        raise typer.Exit(0 if ending.state.status.value == "promoted" else 1)
 
     @app.command("status")
     def status(ctx: typer.Context, flag: str, as_json: JsonOption = False) -> None:
@@ -229,7 +233,7 @@ def _watch_view(info: dict[str, Any]) -> Any:
         parts.append(Text(r["reason"], style="italic"))
     table = Table("stratum", "allocation", "")
     for name, bp in flag["allocations"].items():
-        table.add_row(name, f"{bp / 100:g} %", ProgressBar(total=10_000, completed=bp, width=30))
+        table.add_row(name, f"{bp / 100:g} %", ProgressBar(total=BUCKETS, completed=bp, width=30))
     parts.append(table)
     if r and r["last_check"]:
         metrics = Table("metric", "verdict", "estimate", "bounds", "margin", "n base/cand")
