@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rollout.core.policy import BUCKETS
 from rollout.errors import InvalidInputError
 
 plan_app = typer.Typer(help="Rollout plans.", no_args_is_help=True)

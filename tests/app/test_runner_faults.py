@@ -1,0 +1,60 @@
+"""The foreground controller against real PostgreSQL behind a fault-injecting TCP proxy: no abandoned flags."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from rollout.app.reconcile import CheckResult
+from rollout.app.runner import run_foreground
+from rollout.core.controller import Status
+from rollout.store import flags as flag_store
+from rollout.store.db import make_engine, transaction
+from rollout.testing import ScriptedEvidence, passing
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+PLAN: dict[str, Any] = {
+    "flag": "summarizer", "baseline": "current", "candidate": "new-model",
+    "stages": [
+        {"name": "canary", "kind": "ramp", "percent": 25, "min_samples": 10, "min_duration": "6s"},
+        {"name": "full", "kind": "full"},
+    ],
+    "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.05}],
+    "check_interval": "1s",
+}
+
+
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+def test_a_three_second_outage_mid_ramp_only_delays_the_rollout(pg_proxy: Any, mode: str) -> None:
+    # Given a foreground controller (`rollout start` without Prefect) whose database sits behind a proxy
+    proxy, url = pg_proxy
+    engine = make_engine(url)
+    outage: dict[str, float] = {}
+
+    def on_check(result: CheckResult) -> None:
+        if result.step.state.status is Status.RAMPING and "start" not in outage:
+            # When the database goes away for 3 s while 25 % of users are on the candidate
+            # (refuse: a server that is down; blackhole: a partition, nothing answers)
+            outage["start"] = time.monotonic()
+            proxy.set_mode(mode)  # type: ignore[arg-type]
+            threading.Timer(3.0, proxy.set_mode, ("pass",)).start()
+
+    try:
+        ending = run_foreground(engine, PLAN, actor="alice", evidence=ScriptedEvidence(passing),
+                                on_check=on_check)
+    finally:
+        engine.dispose()
+    # Then the controller rode it out and finished the plan: nobody was left on a half-ramped flag
+    assert "start" in outage
+    assert ending.state.status is Status.PROMOTED, ending
+    check_engine = make_engine(url)
+    try:
+        with transaction(check_engine) as s:
+            flag = flag_store.get_flag(s, "summarizer")
+    finally:
+        check_engine.dispose()
+    assert flag.phase.value == "promoted"
