@@ -330,6 +330,10 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
 
 
 def _emit_for(flag: str, event: Event, payload: dict[str, Any]) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # a hook called outside any Prefect server (tests): nobody to tell
+        return
     emit_event(event=event.value, resource={"prefect.resource.id": f"rollout.flag.{flag}",
                                             "prefect.resource.name": flag}, payload=payload)
 
