@@ -56,6 +56,37 @@ class StageApproval(RunInput):
     comment: str = Field(default="", max_length=2000)
 
 
+class _IntendedEndings(logging.Filter):
+    """Drops Prefect's "Engine execution exited with unexpected exception" traceback for our intended endings.
+
+    A served run that returns a Failed state (RolledBack, Aborted, Refused) makes
+    Prefect's engine log that line at ERROR with a traceback, as if it crashed. The
+    flow has already logged the ending in one WARNING line with the reason, so the
+    record is dropped when its exception carries an ending this process returned;
+    any other failure keeps its traceback.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not str(record.msg).startswith("Engine execution exited"):
+            return True
+        exc = record.exc_info[1]
+        return not (exc is not None and type(exc).__name__ == "FailedRun" and str(exc) in self.reasons)
+
+
+_ENDINGS = _IntendedEndings()
+logging.getLogger("prefect.flow_runs").addFilter(_ENDINGS)
+
+
+def _ended(name: str, reason: str) -> State:
+    """The final state of an intended ending that is not a success; logged once, without a traceback."""
+    _ENDINGS.reasons.add(reason)
+    return Failed(name=name, message=reason)
+
+
 INTERRUPT = "rollout-controller"
 """The approver the watchdog uses when it resumes a paused run itself (harm, timeout, answer by CLI)."""
 
@@ -86,7 +117,7 @@ def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace:
         refused = _refuse_restart(store, rollout_plan, flow_run_id)
         if refused is not None:
             logger.warning(refused)
-            return Failed(name="Refused", message=refused)
+            return _ended("Refused", refused)
         run = claim(engine, rollout_plan, plan, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
                     namespace=namespace)
         _name_run(flow_run_id, f"{rollout_plan.flag} #{run.rollout_id}")
@@ -105,14 +136,14 @@ def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace:
         return Completed(message="another controller took over")
     if ending.lost:
         logger.warning("rollout #%s: %s", run.rollout_id, ending.reason)
-        return Failed(name="Lost", message=ending.reason)
+        return _ended("Lost", ending.reason)
     # Intended endings: one line with the reason, and a final state named after the ending.
     if state.status is Status.ROLLED_BACK:
         logger.warning("rolled back: %s", state.reason)
-        return Failed(name="RolledBack", message=state.reason)
+        return _ended("RolledBack", state.reason)
     if state.status is Status.ABORTED:
         logger.warning("aborted: %s", state.reason)
-        return Failed(name="Aborted", message=state.reason)
+        return _ended("Aborted", state.reason)
     logger.info("%s: %s", state.status.value, state.reason)
     return Completed(message=state.reason)
 

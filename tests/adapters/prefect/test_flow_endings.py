@@ -95,3 +95,37 @@ def test_the_hook_leaves_alone_a_rollout_another_run_owns(engine: Engine, db_url
     with transaction(engine) as s:
         assert rollout_store.get_rollout(s, run.rollout_id).state.status is Status.SHADOW
         assert flag_store.get_flag(s, "summarizer").phase.value == "shadow"
+
+
+def test_an_intended_ending_loses_prefects_crash_traceback_and_a_real_failure_keeps_it() -> None:
+    import logging
+    import sys
+
+    from prefect.exceptions import FailedRun
+
+    from rollout.adapters.prefect.flow import _ended
+
+    def engine_record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:  # noqa: BLE001
+            info = sys.exc_info()
+        return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1,
+                                 "Engine execution exited with unexpected exception", (), info)
+
+    # Given a run that ended rolled back, as the flow returns it
+    state = _ended("RolledBack", "harm proven: error +4.1 % beyond the margin")
+    assert state.is_failed() and state.name == "RolledBack"
+    kept: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = kept.append  # type: ignore[method-assign]
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(handler)
+    try:
+        # When Prefect's engine logs its "unexpected exception" for that state, and for a real bug
+        logger.handle(engine_record(FailedRun(state.message)))
+        logger.handle(engine_record(RuntimeError("a real bug")))
+    finally:
+        logger.removeHandler(handler)
+    # Then only the real bug's traceback is kept
+    assert [str(r.exc_info[1]) for r in kept] == ["a real bug"]
