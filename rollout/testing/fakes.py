@@ -92,6 +92,11 @@ class InMemoryStore:
         with self._lock:
             self._failures.extend(make() for _ in range(count))
 
+    def heal(self) -> None:
+        """The outage ends: no more injected failures."""
+        with self._lock:
+            self._failures.clear()
+
     @property
     def pending_failures(self) -> int:
         return len(self._failures)

@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rollout.app.approvals import record_answer
 from rollout.app.loop import Hooks, abort_run, drive
@@ -233,7 +235,7 @@ def test_a_controller_that_cannot_reach_the_database_to_abort_leaves_its_lease_t
     record = h.store.rollout(h.run.rollout_id)
     assert record.state.status is Status.RAMPING and h.store.flag("summarizer").phase is Phase.RAMPING
     # When the database is back and another controller starts once the lease ran out
-    h.store._failures.clear()  # noqa: SLF001 - the outage ends
+    h.store.heal()
     h.clock.advance(h.run.lease_for.total_seconds() + 1)
     assert h.store.rollout(h.run.rollout_id).lost(h.clock.now())
     successor = claim(h.store, h.run.plan, PLAN, owner="ctl-2", actor="bob", evidence=h.evidence, clock=h.clock)
@@ -323,3 +325,24 @@ def test_the_abort_path_does_nothing_for_a_rollout_it_does_not_own() -> None:
     # Then nothing changed: no abort, no rollback, no event
     assert ending.state.status is Status.PENDING and h.store.flag("summarizer").phase is Phase.INACTIVE
     assert not h.events
+
+
+@settings(max_examples=30, deadline=None)
+@given(outages=st.lists(st.integers(0, 6), min_size=1, max_size=12))
+def test_no_pattern_of_blips_changes_what_the_rollout_does(outages: list[int]) -> None:
+    # Given a healthy rollout, and outages of any length after any of its checks
+    h = Harness(plan_doc())
+    pending = list(outages)
+
+    def blips(run: RolloutRun, result: CheckResult) -> None:
+        if pending:
+            h.store.fail_next(pending.pop(0))
+
+    # When the loop runs through them
+    ending = drive(h.run, h.hooks(blips))
+    # Then the outcome is the same as without any: promoted, each stage entered once, no decision lost or doubled
+    assert ending.state.status is Status.PROMOTED
+    assert h.actions.count(Action.ENTER_STAGE) == 2
+    decisions = h.store.decisions_of(h.run.rollout_id)
+    assert [d.sequence for d in decisions] == list(range(1, len(h.results) + 1))
+    assert len(h.faults) == sum(outages[: len(outages) - len(pending)])
