@@ -28,6 +28,7 @@ class MetricLine:
 
     metric: str
     verdict: str
+    stratum: str | None
     estimate: float | None
     lower: float | None
     upper: float | None
@@ -38,7 +39,7 @@ class MetricLine:
 
     @classmethod
     def from_json(cls, m: Mapping[str, Any]) -> MetricLine:
-        return cls(m["metric"], m["verdict"], m.get("estimate"), m.get("lower"), m.get("upper"), m.get("margin"),
+        return cls(m["metric"], m["verdict"], m.get("stratum"), m.get("estimate"), m.get("lower"), m.get("upper"), m.get("margin"),
                    m.get("n_baseline", 0), m.get("n_candidate", 0), dict(m))
 
 
@@ -59,11 +60,12 @@ class CheckView:
     reason: str
     metrics: tuple[MetricLine, ...]
     health: tuple[HealthLine, ...]
+    strata: tuple[MetricLine, ...] = ()   # per-stratum results where the judge found harm
 
     def to_json(self) -> dict[str, Any]:
         return {"sequence": self.sequence, "at": self.at.isoformat(), "verdict": self.verdict, "action": self.action,
                 "reason": self.reason, "metrics": [dict(m.raw) for m in self.metrics],
-                "health": [dict(h.raw) for h in self.health]}
+                "health": [dict(h.raw) for h in self.health], "strata": [dict(m.raw) for m in self.strata]}
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
         details = d.details or {}
         check = CheckView(d.sequence, d.created_at, d.verdict, d.action, d.reason,
                           tuple(MetricLine.from_json(m) for m in details.get("metrics", [])),
-                          tuple(HealthLine(h["name"], h["ok"], h["reason"], dict(h)) for h in details.get("health", [])))
+                          tuple(HealthLine(h["name"], h["ok"], h["reason"], dict(h)) for h in details.get("health", [])),
+                          tuple(MetricLine.from_json(m) for m in details.get("strata", [])))
     from rollout.app.evals import gate_rows
 
     evals = {plan.stages[i].name: gate_rows(session, record.id, i, plan)

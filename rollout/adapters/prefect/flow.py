@@ -34,7 +34,8 @@ from rollout.app.approvals import record_answer
 from rollout.app.loop import Hooks, abort, drive
 from rollout.app.plans import load_plan
 from rollout.app.reconcile import CheckResult, RolloutRun, check, claim, run_eval_stage
-from rollout.app.verdicts import display_rows
+from rollout.app.status import StatusView, rollout_status
+from rollout.app.verdicts import display_rows, number
 from rollout.core.controller import Action, Emit, Event, Status
 from rollout.core.policy import stage_name, stage_number
 from rollout.store.db import make_engine
@@ -294,11 +295,8 @@ class _RunPage:
         if rows:
             self._put("verdict", rows, f"Check {result.sequence}: {result.step.action.value}")
         with self.run.store.transaction() as unit:
-            flag = unit.flags.get(plan.flag)
-        allocations = ", ".join(f"{n} {flag.allocation(n) / 100:g} %" for n in flag.stratum_names)
-        self._put("summary", f"### {plan.flag}: {state.status.value}\n\n**{result.step.action.value}**: "
-                             f"{result.step.reason}\n\n{where}; flag phase {flag.phase.value}, "
-                             f"allocations: {allocations}\n", f"Rollout #{self.run.rollout_id} of {plan.flag}")
+            view = rollout_status(unit.session, plan.flag, namespace=self.run.namespace)  # type: ignore[attr-defined]
+        self._put("summary", summary_markdown(view), f"Rollout #{self.run.rollout_id} of {plan.flag}")
 
     def _put(self, what: str, data: Any, description: str) -> None:
         if self.sent.get(what) == data:
@@ -314,6 +312,32 @@ class _RunPage:
         payload = json.dumps(data) if isinstance(data, list) else data
         with get_client(sync_client=True) as client:
             client.update_artifact(self.ids[what], ArtifactUpdate(data=payload, description=description))
+
+
+def summary_markdown(view: StatusView) -> str:
+    """The summary card: the status view (the same one `rollout status` prints) as markdown."""
+    flag, r = view.flag, view.rollout
+    lines = [f"### {flag['key']}: {r.status if r else flag['phase']}", ""]
+    if r is not None:
+        lines += [f"Rollout #{r.id}, stage {r.stage_number} of {len(r.stages)} ({r.stage or '-'}): "
+                  + " > ".join(f"**{n}**" if n == r.stage else n for n in r.stages), "", f"*{r.reason}*", ""]
+        if r.pending_approval:
+            lines += [f"Waiting for approval of stage **{r.pending_approval}**.", ""]
+    lines += [f"Flag phase {flag['phase']} (version {flag['version']}); allocation per stratum:", "",
+              "| stratum | candidate |", "|---|---|"]
+    lines += [f"| {name} | {bp / 100:g} % |" for name, bp in flag["allocations"].items()]
+    check = r.last_check if r is not None else None
+    if check is not None:
+        lines += ["", f"Check #{check.sequence}: {check.verdict} -> {check.action}", "",
+                  "| metric | estimate | bounds | margin | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {m.metric} | {number(m.estimate)} | [{number(m.lower)}, {number(m.upper)}] | "
+                  f"{number(m.margin)} | {m.verdict} |" for m in check.metrics]
+        if check.strata:
+            lines += ["", "Strata where the judge found harm:", ""]
+            lines += [f"- {m.stratum}: {m.metric} {number(m.estimate)} [{number(m.lower)}, {number(m.upper)}]"
+                      for m in check.strata]
+        lines += [f"- health: {h.name}: {h.reason}" for h in check.health if not h.ok]
+    return "\n".join(lines) + "\n"
 
 
 def _eval_and_show(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:

@@ -129,3 +129,18 @@ def test_an_intended_ending_loses_prefects_crash_traceback_and_a_real_failure_ke
         logger.removeHandler(handler)
     # Then only the real bug's traceback is kept
     assert [str(r.exc_info[1]) for r in kept] == ["a real bug"]
+
+
+def test_the_summary_card_renders_the_status_view(engine: Engine) -> None:
+    from rollout.adapters.prefect.flow import summary_markdown
+    from rollout.app.status import rollout_status
+
+    # Given a rollout in its shadow stage after one check
+    document = plan()
+    run = claim(engine, load_plan(document), document, owner="run-x", actor="alice")
+    check(run)
+    # When the run page renders its summary from the status view
+    with transaction(engine) as s:
+        text = summary_markdown(rollout_status(s, "summarizer"))
+    # Then it says the stage as people count it, the allocations per stratum, and why
+    assert "stage 1 of 3 (shadow)" in text and "| free | 0 % |" in text and "entering stage shadow" in text
