@@ -28,7 +28,6 @@ from tenacity import RetryCallState
 from rollout.app.reconcile import CONTROLLER, CheckResult, RolloutRun, SystemClock, check, lease_for, run_eval_stage
 from rollout.core.controller import Action, Emit, Event, RolloutState, Status
 from rollout.core.plan import Policy, RolloutPlan
-from rollout.errors import StoreUnavailableError
 from rollout.ports import Clock, Store
 from rollout.store.retry import is_transient, retrying
 
@@ -195,4 +194,4 @@ def _abort_once(store: Store, plan: RolloutPlan, *, owner: str, reason: str,
         return unit.rollouts.get(record.id).state
 
 
-__all__ = ["Ending", "Hooks", "StoreUnavailableError", "abort", "abort_run", "check_riding_out_faults", "drive"]
+__all__ = ["Ending", "Hooks", "abort", "abort_run", "check_riding_out_faults", "drive"]

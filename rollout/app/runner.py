@@ -35,7 +35,9 @@ def run_foreground(source: Any, document: dict[str, Any], *, actor: str, namespa
     # Starting also rides out a blip (a bounded one: nothing is live yet, so failing is safe).
     run = call_with_retry(lambda: claim(source, plan, document, owner=owner, actor=actor, namespace=namespace,
                                         evidence=evidence, evals=evals, clock=clock), deadline=30.0)
-    hooks = Hooks(sleep=sleep, on_check=(lambda _run, result: on_check(result)) if on_check else Hooks.on_check)
+    hooks = Hooks(sleep=sleep)
+    if on_check is not None:
+        hooks.on_check = lambda _run, result: on_check(result)
     # Signal handlers can only be set from the main thread (an embedding app may call us from another).
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None

@@ -18,7 +18,6 @@ from rollout.app.reconcile import CheckResult, RolloutRun, claim
 from rollout.app.runner import run_foreground
 from rollout.core.controller import Action, Emit, Event, Observation, Status
 from rollout.core.flag import BUCKETS, Phase
-from rollout.core.policy import lease_for
 from rollout.errors import RolloutActiveError
 from rollout.testing import FakeClock, InMemoryStore, ScriptedEvidence, harmful, passing
 
