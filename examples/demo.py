@@ -166,7 +166,7 @@ def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidat
                 traffic.run(1_500 if candidate is not None else 400)
                 client.flush(timeout=30)
             with transaction(engine) as s:
-                info = rollout_status(s, flag) if store.list_flags(s) and _exists(s, flag) else None
+                info = rollout_status(s, flag).to_json() if store.list_flags(s) and _exists(s, flag) else None
             rollout = info and info["rollout"]
             if rollout:
                 key = (rollout["status"], rollout["stage"])
@@ -190,7 +190,7 @@ def drive(title: str, plan_file: Path, url: str, server: PrefectServer, candidat
                           f"(as `rollout approve {flag} --by demo-release-manager`)")
             time.sleep(0.1)
     with transaction(engine) as s:
-        rollout_id = rollout_status(s, flag)["rollout"]["id"]
+        rollout_id = rollout_status(s, flag).to_json()["rollout"]["id"]
     png = plot_bounds(engine, rollout_id, OUT / f"{flag}-bounds.png")
     engine.dispose()
     print(f"   {time.monotonic() - started:5.1f}s  flow run ended {state.name}: {state.message or ''}")

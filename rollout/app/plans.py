@@ -37,7 +37,7 @@ from rollout.core.stats import MetricSpec
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+from rollout.core.policy import BUCKETS, METRIC_NAME as _METRIC_NAME  # noqa: E402 - one rule each, in the policy
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -149,6 +149,8 @@ class PlanModel(_Model):
     on_approval_timeout: Literal["hold", "rollback"] = "hold"
     approval_timeout: timedelta = timedelta(hours=24)
     on_abort: Literal["rollback", "hold"] = "rollback"
+    # A retried or re-run Prefect run whose rollout has ended starts nothing unless this says "allowed".
+    restart: Literal["refused", "allowed"] = "refused"
 
     @field_validator("check_interval", "approval_timeout", mode="before")
     @classmethod
@@ -264,13 +266,13 @@ def to_domain(model: PlanModel) -> RolloutPlan:
             if st.sample is None:
                 problems.append(f"{where}.sample: a shadow stage needs a sample share, e.g. 0.10")
             else:
-                shadow_bp = round(st.sample * 10_000)
+                shadow_bp = round(st.sample * BUCKETS)
             if seen_live:
                 problems.append(f"{where}: a shadow stage must come before every ramp and full stage")
         elif st.sample is not None:
             problems.append(f"{where}.sample: only shadow stages take a sample share")
         if st.kind == "full":
-            allocations = {n: 10_000 for n in known}
+            allocations = {n: BUCKETS for n in known}
             if i != len(model.stages) - 1:
                 problems.append(f"{where}: the full stage must be the last stage")
         if st.kind in ("ramp", "full"):
@@ -338,6 +340,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         stages=tuple(stages), metrics=tuple(metrics), check_interval=model.check_interval, alpha=model.alpha,
         on_inconclusive=Policy(model.on_inconclusive), on_approval_timeout=Policy(model.on_approval_timeout),
         approval_timeout=model.approval_timeout, on_abort=Policy(model.on_abort), online_evals=tuple(online_evals),
+        restart_allowed=model.restart == "allowed",
     )
 
 

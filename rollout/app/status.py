@@ -1,79 +1,227 @@
-"""What `rollout status`, `rollout history` and the HTTP service say about a flag's rollout."""
+"""What `rollout status`, `rollout history`, `rollout watch`, the HTTP service and the Prefect run page say about
+a flag's rollout: typed, frozen views. Each renders itself as JSON (`to_json`) with the field names the CLI's
+--json and `GET /v1/rollouts/{flag}` have always printed.
+
+Stage numbers for people are 1-based everywhere (`stage_number`); `stage_index` stays 0-based in JSON
+for programs, as it always was.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from rollout.app.plans import load_plan
+from rollout.core.policy import stage_name, stage_number
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.models import utcnow
 
 
+@dataclass(frozen=True)
+class MetricLine:
+    """One metric of a verdict, as the decisions table keeps it (rollout.app.verdicts.metric_json)."""
+
+    metric: str
+    verdict: str
+    stratum: str | None
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    margin: float | None
+    n_baseline: int
+    n_candidate: int
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, m: Mapping[str, Any]) -> MetricLine:
+        return cls(m["metric"], m["verdict"], m.get("stratum"), m.get("estimate"), m.get("lower"), m.get("upper"), m.get("margin"),
+                   m.get("n_baseline", 0), m.get("n_candidate", 0), dict(m))
+
+
+@dataclass(frozen=True)
+class HealthLine:
+    name: str
+    ok: bool
+    reason: str
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckView:
+    sequence: int
+    at: datetime
+    verdict: str
+    action: str
+    reason: str
+    metrics: tuple[MetricLine, ...]
+    health: tuple[HealthLine, ...]
+    strata: tuple[MetricLine, ...] = ()   # per-stratum results where the judge found harm
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "at": self.at.isoformat(), "verdict": self.verdict, "action": self.action,
+                "reason": self.reason, "metrics": [dict(m.raw) for m in self.metrics],
+                "health": [dict(h.raw) for h in self.health], "strata": [dict(m.raw) for m in self.strata]}
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    id: int
+    status: str
+    lost: bool
+    stage_index: int
+    stage: str | None
+    stages: tuple[str, ...]
+    reason: str
+    pending_approval: str | None
+    started_by: str
+    started_at: datetime
+    ended_at: datetime | None
+    flow_run_id: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_check: CheckView | None
+    eval: Mapping[str, list[dict[str, Any]]]   # the eval gate's rows per stage (rollout.app.evals.gate_rows)
+
+    @property
+    def stage_number(self) -> int:
+        return stage_number(self.stage_index)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "status": self.status, "lost": self.lost, "stage_index": self.stage_index,
+            "stage_number": self.stage_number, "stage": self.stage, "stages": list(self.stages),
+            "reason": self.reason, "pending_approval": self.pending_approval, "started_by": self.started_by,
+            "started_at": self.started_at.isoformat(), "ended_at": _iso(self.ended_at),
+            "flow_run_id": self.flow_run_id, "lease_owner": self.lease_owner,
+            "lease_expires_at": _iso(self.lease_expires_at),
+            "last_check": self.last_check.to_json() if self.last_check else None, "eval": dict(self.eval),
+        }
+
+
+@dataclass(frozen=True)
+class StatusView:
+    flag: Mapping[str, Any]          # rollout.store.flags.flag_to_json: the flag as the audit log keeps it
+    rollout: RolloutView | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"flag": dict(self.flag), "rollout": self.rollout.to_json() if self.rollout else None}
+
+
 def rollout_status(session: Session, flag_key: str, *, namespace: str = "default",
-                   now: datetime | None = None) -> dict[str, Any]:
-    """The flag, its latest rollout, the last verdict per metric and what waits for a human; plain JSON."""
+                   now: datetime | None = None) -> StatusView:
+    """The flag, its latest rollout, the last verdict per metric and what waits for a human."""
     now = now or utcnow()
     flag = flag_store.get_flag(session, flag_key, namespace=namespace)
-    out: dict[str, Any] = {"flag": flag_store.flag_to_json(flag), "rollout": None}
     record = rollout_store.latest_rollout(session, flag_key, namespace=namespace)
     if record is None:
-        return out
+        return StatusView(flag_store.flag_to_json(flag), None)
     plan = load_plan(record.plan)
     state = record.state
-    stage = plan.stages[state.stage_index] if 0 <= state.stage_index < len(plan.stages) else None
-    waiting = (plan.stages[state.waiting_for].name
-               if state.waiting_for is not None and state.waiting_for < len(plan.stages) else None)
     last = rollout_store.decisions(session, record.id, limit=1)
-    out["rollout"] = {
-        "id": record.id,
-        "status": state.status.value,
-        "lost": record.lost(now),
-        "stage_index": state.stage_index,
-        "stage": stage.name if stage else None,
-        "stages": [s.name for s in plan.stages],
-        "reason": state.reason,
-        "pending_approval": waiting if state.status.waiting else None,
-        "started_by": record.started_by,
-        "started_at": record.started_at.isoformat(),
-        "ended_at": record.ended_at.isoformat() if record.ended_at else None,
-        "flow_run_id": record.flow_run_id,
-        "lease_owner": record.lease_owner,
-        "lease_expires_at": record.lease_expires_at.isoformat() if record.lease_expires_at else None,
-        "last_check": None,
-    }
-    from rollout.app.evals import gate_rows
-
-    out["rollout"]["eval"] = {plan.stages[i].name: gate_rows(session, record.id, i, plan)
-                              for i in range(len(plan.stages)) if plan.stages[i].eval is not None
-                              and i <= max(state.stage_index, 0)}
+    check = None
     if last:
         d = last[0]
-        out["rollout"]["last_check"] = {
-            "sequence": d.sequence, "at": d.created_at.isoformat(), "verdict": d.verdict, "action": d.action,
-            "reason": d.reason, "metrics": (d.details or {}).get("metrics", []),
-            "health": (d.details or {}).get("health", []),
+        details = d.details or {}
+        check = CheckView(d.sequence, d.created_at, d.verdict, d.action, d.reason,
+                          tuple(MetricLine.from_json(m) for m in details.get("metrics", [])),
+                          tuple(HealthLine(h["name"], h["ok"], h["reason"], dict(h)) for h in details.get("health", [])),
+                          tuple(MetricLine.from_json(m) for m in details.get("strata", [])))
+    from rollout.app.evals import gate_rows
+
+    evals = {plan.stages[i].name: gate_rows(session, record.id, i, plan)
+             for i in range(len(plan.stages)) if plan.stages[i].eval is not None and i <= max(state.stage_index, 0)}
+    view = RolloutView(
+        id=record.id, status=state.status.value, lost=record.lost(now), stage_index=state.stage_index,
+        stage=stage_name(plan, state.stage_index) if state.stage_index < len(plan.stages) else None,
+        stages=tuple(s.name for s in plan.stages), reason=state.reason,
+        pending_approval=stage_name(plan, state.waiting_for) if state.status.waiting else None,
+        started_by=record.started_by, started_at=record.started_at, ended_at=record.ended_at,
+        flow_run_id=record.flow_run_id, lease_owner=record.lease_owner, lease_expires_at=record.lease_expires_at,
+        last_check=check, eval=evals,
+    )
+    return StatusView(flag_store.flag_to_json(flag), view)
+
+
+@dataclass(frozen=True)
+class DecisionLine:
+    sequence: int
+    at: datetime
+    stage_index: int
+    verdict: str
+    action: str
+    reason: str
+
+    @property
+    def stage_number(self) -> int:
+        return stage_number(self.stage_index)
+
+
+@dataclass(frozen=True)
+class ApprovalLine:
+    at: datetime
+    stage_index: int
+    approved: bool
+    approver: str
+    comment: str
+
+    @property
+    def stage_number(self) -> int:
+        return stage_number(self.stage_index)
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    at: datetime
+    actor: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    rollout: int | None
+    decisions: tuple[DecisionLine, ...]
+    approvals: tuple[ApprovalLine, ...]
+    audit: tuple[AuditLine, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rollout": self.rollout,
+            "decisions": [{"sequence": d.sequence, "at": d.at.isoformat(), "stage_index": d.stage_index,
+                           "stage_number": d.stage_number, "verdict": d.verdict, "action": d.action,
+                           "reason": d.reason} for d in self.decisions],
+            "approvals": [{"at": a.at.isoformat(), "stage_index": a.stage_index, "stage_number": a.stage_number,
+                           "approved": a.approved, "approver": a.approver, "comment": a.comment}
+                          for a in self.approvals],
+            "audit": [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "reason": e.reason}
+                      for e in self.audit],
         }
-    return out
 
 
-def rollout_history(session: Session, flag_key: str, *, namespace: str = "default") -> dict[str, Any]:
-    """Decisions and approvals of the latest rollout, and the flag's audit log; plain JSON."""
+def rollout_history(session: Session, flag_key: str, *, namespace: str = "default") -> HistoryView:
+    """Decisions and approvals of the latest rollout, and the flag's audit log."""
     record = rollout_store.latest_rollout(session, flag_key, namespace=namespace)
-    audit = [{"at": e.created_at.isoformat(), "actor": e.actor, "action": e.action, "reason": e.reason}
-             for e in reversed(flag_store.audit_log(session, flag_key, namespace=namespace, limit=500))]
+    audit = tuple(AuditLine(e.created_at, e.actor, e.action, e.reason)
+                  for e in reversed(flag_store.audit_log(session, flag_key, namespace=namespace, limit=500)))
     if record is None:
-        return {"rollout": None, "decisions": [], "approvals": [], "audit": audit}
-    return {
-        "rollout": record.id,
-        "decisions": [{"sequence": d.sequence, "at": d.created_at.isoformat(), "stage_index": d.stage_index,
-                       "verdict": d.verdict, "action": d.action, "reason": d.reason}
-                      for d in rollout_store.decisions(session, record.id)],
-        "approvals": [{"at": a.created_at.isoformat(), "stage_index": a.stage_index, "approved": a.approved,
-                       "approver": a.approver, "comment": a.comment}
-                      for a in rollout_store.approvals(session, record.id)],
-        "audit": audit,
-    }
+        return HistoryView(None, (), (), audit)
+    return HistoryView(
+        record.id,
+        tuple(DecisionLine(d.sequence, d.created_at, d.stage_index, d.verdict, d.action, d.reason)
+              for d in rollout_store.decisions(session, record.id)),
+        tuple(ApprovalLine(a.created_at, a.stage_index, a.approved, a.approver, a.comment)
+              for a in rollout_store.approvals(session, record.id)),
+        audit,
+    )
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+__all__ = ["CheckView", "HistoryView", "MetricLine", "RolloutView", "StatusView", "rollout_history", "rollout_status"]

@@ -39,8 +39,40 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from rollout.core.flag import Phase
 from rollout.core.plan import Policy, RolloutPlan, StageKind
+from rollout.core.policy import stage_name
 from rollout.core.stats import Code, Decision, Verdict
+
+
+class Action(StrEnum):
+    """What the controller did at a check, in one word (the decisions table keeps it)."""
+
+    NONE = "none"                    # the rollout is over, or belongs to another controller
+    CONTINUE = "continue"            # keep judging the stage in force
+    WAIT = "wait"                    # a human must answer first
+    ENTER_STAGE = "enter_stage"
+    PAUSE_SHADOW = "pause_shadow"
+    RESUME_SHADOW = "resume_shadow"
+    REQUEST_APPROVAL = "request_approval"
+    HOLD = "hold"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    ROLLED_BACK_BY_HAND = "rolled_back_by_hand"
+    CONFLICT = "conflict"            # the state moved under the check; nothing applied, check again
+    ABORT = "abort"                  # the controller stopped and applied the plan's on_abort
+
+
+class Event(StrEnum):
+    """The Prefect events (and log lines) automations react to; every ending has one."""
+
+    STAGE_CHANGED = "rollout.stage_changed"
+    APPROVAL_REQUESTED = "rollout.approval_requested"
+    HELD = "rollout.held"
+    PROMOTED = "rollout.promoted"
+    ROLLED_BACK = "rollout.rolled_back"
+    ABORTED = "rollout.aborted"
+    LOST = "rollout.lost"
 
 
 class Status(StrEnum):
@@ -106,7 +138,7 @@ class EvalOutcome:
 @dataclass(frozen=True, slots=True)
 class SetAllocations:
     stage_index: int
-    phase: str                          # flag phase: shadow | ramping | promoted
+    phase: Phase                        # SHADOW, RAMPING or PROMOTED
     allocations: Mapping[str, int] = field(default_factory=dict)
     shadow_bp: int = 0
 
@@ -137,7 +169,7 @@ class RequestApproval:
 class Emit:
     """A Prefect event, so automations can tell people."""
 
-    event: str
+    event: Event
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -148,7 +180,7 @@ Effect = SetAllocations | RunEval | RollBack | RequestApproval | Emit
 class Step:
     state: RolloutState
     effects: tuple[Effect, ...]
-    action: str      # for the decisions table: what the controller did, in one word
+    action: Action   # for the decisions table: what the controller did
     reason: str      # and why, in words
 
 
@@ -161,14 +193,14 @@ def next_step(
 ) -> Step:
     status = state.status
     if not status.active:
-        return Step(state, (), "none", f"the rollout is {status.value}; nothing to do")
+        return Step(state, (), Action.NONE, f"the rollout is {status.value}; nothing to do")
     if status is Status.PENDING:
         return _advance_to(plan, state, 0, now, "rollout started")
 
     if observation.rolled_back_by_hand is not None:
         reason = f"rolled back by hand: {observation.rolled_back_by_hand}"
         return Step(replace(state, status=Status.ROLLED_BACK, reason=reason, waiting_for=None),
-                    (Emit("rollout.rolled_back", {"reason": reason, "by_hand": True}),), "rolled_back_by_hand", reason)
+                    (Emit(Event.ROLLED_BACK, {"reason": reason, "by_hand": True}),), Action.ROLLED_BACK_BY_HAND, reason)
 
     verdict = observation.verdict
     if verdict is not None and verdict.decision is Decision.ROLLBACK:
@@ -189,7 +221,7 @@ def _evaluating(plan: RolloutPlan, state: RolloutState, obs: Observation, now: d
     stage = plan.stages[state.stage_index]
     outcome = obs.eval_outcome
     if outcome is None:
-        return Step(state, (), "continue", f"stage {stage.name}: the eval is running")
+        return Step(state, (), Action.CONTINUE, f"stage {stage.name}: the eval is running")
     if not outcome.passed:
         return _rollback(state, f"eval gate {stage.name} failed: {outcome.reason}")
     return _advance_to(plan, state, state.stage_index + 1, now, f"eval gate {stage.name} passed: {outcome.reason}")
@@ -207,14 +239,14 @@ def _shadow_budget(plan: RolloutPlan, state: RolloutState, obs: Observation) -> 
         over.append(f"spend in the last hour {obs.shadow_spend_hour:.4g} of {budget.per_hour:g}")
     if over and obs.shadow_sampling:
         reason = f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})"
-        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, "shadow", {}, 0),),
-                    "pause_shadow", reason)
+        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, Phase.SHADOW, {}, 0),),
+                    Action.PAUSE_SHADOW, reason)
     if over:
-        return Step(state, (), "continue", f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})")
+        return Step(state, (), Action.CONTINUE, f"stage {stage.name}: shadowing paused, budget reached ({'; '.join(over)})")
     if not obs.shadow_sampling:
         reason = f"stage {stage.name}: budget free again, shadowing resumed"
-        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, "shadow", {}, stage.shadow_bp),),
-                    "resume_shadow", reason)
+        return Step(replace(state, reason=reason), (SetAllocations(state.stage_index, Phase.SHADOW, {}, stage.shadow_bp),),
+                    Action.RESUME_SHADOW, reason)
     return None
 
 
@@ -241,27 +273,27 @@ def _judging(plan: RolloutPlan, state: RolloutState, obs: Observation, now: date
         waiting_on.append(f"{obs.stage_samples} of {stage.min_samples} samples per arm")
     if elapsed < stage.min_duration:
         waiting_on.append(f"{_short(elapsed)} of {_short(stage.min_duration)} minimum duration")
-    return Step(state, (), "continue", f"stage {stage.name}: waiting for " + "; ".join(waiting_on))
+    return Step(state, (), Action.CONTINUE, f"stage {stage.name}: waiting for " + "; ".join(waiting_on))
 
 
 def _waiting(plan: RolloutPlan, state: RolloutState, approvals: Sequence[ApprovalInput], now: datetime) -> Step:
     target = state.waiting_for
     assert target is not None
     answer = next((a for a in reversed(approvals) if a.stage_index == target), None)
-    stage_name = plan.stages[target].name if target < len(plan.stages) else "completion"
+    name = stage_name(plan, target)
     if answer is not None and not answer.approved:
         comment = f": {answer.comment}" if answer.comment else ""
-        return _rollback(state, f"stage {stage_name} rejected by {answer.approver}{comment}")
+        return _rollback(state, f"stage {name} rejected by {answer.approver}{comment}")
     if answer is not None:
         return _advance_to(plan, replace(state, waiting_for=None), target, now,
-                           f"stage {stage_name} approved by {answer.approver}", approved=True)
+                           f"stage {name} approved by {answer.approver}", approved=True)
     if state.status is Status.AWAITING_APPROVAL and now - (state.waiting_since or now) >= plan.approval_timeout:
-        reason = f"no answer on stage {stage_name} within {_short(plan.approval_timeout)}"
+        reason = f"no answer on stage {name} within {_short(plan.approval_timeout)}"
         if plan.on_approval_timeout is Policy.ROLLBACK:
             return _rollback(state, reason)
         return Step(replace(state, status=Status.HELD, reason=reason),
-                    (Emit("rollout.held", {"reason": reason}),), "hold", reason)
-    return Step(state, (), "wait", f"waiting for a human on stage {stage_name}: {state.reason}")
+                    (Emit(Event.HELD, {"reason": reason}),), Action.HOLD, reason)
+    return Step(state, (), Action.WAIT, f"waiting for a human on stage {name}: {state.reason}")
 
 
 def _advance_to(plan: RolloutPlan, state: RolloutState, index: int, now: datetime, why: str,
@@ -269,47 +301,47 @@ def _advance_to(plan: RolloutPlan, state: RolloutState, index: int, now: datetim
     if index >= len(plan.stages):
         reason = f"{why}; the plan is complete"
         return Step(replace(state, status=Status.PROMOTED, reason=reason, waiting_for=None),
-                    (Emit("rollout.promoted", {"reason": reason}),), "promote", reason)
+                    (Emit(Event.PROMOTED, {"reason": reason}),), Action.PROMOTE, reason)
     stage = plan.stages[index]
     if stage.approval and not approved:
         reason = f"{why}; stage {stage.name} needs a human's approval"
         return Step(
             replace(state, status=Status.AWAITING_APPROVAL, waiting_for=index, waiting_since=now, reason=reason),
             (RequestApproval(index, stage.name, reason),
-             Emit("rollout.approval_requested", {"stage": stage.name, "stage_index": index})),
-            "request_approval", reason,
+             Emit(Event.APPROVAL_REQUESTED, {"stage": stage.name, "stage_index": index})),
+            Action.REQUEST_APPROVAL, reason,
         )
     if stage.kind is StageKind.FULL:
         reason = f"{why}; candidate released to everyone"
         return Step(
             RolloutState(Status.PROMOTED, index, now, None, None, reason),
-            (SetAllocations(index, "promoted", stage.allocations),
-             Emit("rollout.promoted", {"stage": stage.name, "reason": reason})),
-            "promote", reason,
+            (SetAllocations(index, Phase.PROMOTED, stage.allocations),
+             Emit(Event.PROMOTED, {"stage": stage.name, "reason": reason})),
+            Action.PROMOTE, reason,
         )
     if stage.kind is StageKind.EVAL:
         reason = f"{why}; running eval gate {stage.name}"
         return Step(RolloutState(Status.EVALUATING, index, now, None, None, reason),
-                    (RunEval(index), Emit("rollout.stage_changed", {"stage": stage.name, "stage_index": index})),
-                    "enter_stage", reason)
+                    (RunEval(index), Emit(Event.STAGE_CHANGED, {"stage": stage.name, "stage_index": index})),
+                    Action.ENTER_STAGE, reason)
     kind = Status.SHADOW if stage.kind is StageKind.SHADOW else Status.RAMPING
     reason = f"{why}; entering stage {stage.name}"
-    effect = (SetAllocations(index, "shadow", {}, stage.shadow_bp) if stage.kind is StageKind.SHADOW
-              else SetAllocations(index, "ramping", stage.allocations))
+    effect = (SetAllocations(index, Phase.SHADOW, {}, stage.shadow_bp) if stage.kind is StageKind.SHADOW
+              else SetAllocations(index, Phase.RAMPING, stage.allocations))
     return Step(RolloutState(kind, index, now, None, None, reason),
-                (effect, Emit("rollout.stage_changed", {"stage": stage.name, "stage_index": index})),
-                "enter_stage", reason)
+                (effect, Emit(Event.STAGE_CHANGED, {"stage": stage.name, "stage_index": index})),
+                Action.ENTER_STAGE, reason)
 
 
 def _rollback(state: RolloutState, reason: str) -> Step:
     return Step(replace(state, status=Status.ROLLED_BACK, reason=reason, waiting_for=None),
-                (RollBack(reason), Emit("rollout.rolled_back", {"reason": reason})), "rollback", reason)
+                (RollBack(reason), Emit(Event.ROLLED_BACK, {"reason": reason})), Action.ROLLBACK, reason)
 
 
 def _hold(state: RolloutState, now: datetime, reason: str) -> Step:
     return Step(replace(state, status=Status.HELD, waiting_for=state.stage_index + 1, waiting_since=now,
                         reason=reason),
-                (Emit("rollout.held", {"reason": reason}),), "hold", reason)
+                (Emit(Event.HELD, {"reason": reason}),), Action.HOLD, reason)
 
 
 def _untrustworthy(verdict: Verdict) -> bool:

@@ -16,8 +16,7 @@ from typing import Any
 
 from rollout.errors import InvalidFlagError
 
-BUCKETS = 10_000
-"""Basis points: allocations are whole numbers of 0.01 %."""
+from rollout.core.policy import BUCKETS  # noqa: F401 - re-exported: flags speak basis points
 
 DEFAULT_STRATUM = "default"
 """Units that match no stratum rule fall here; it always exists and is last."""

@@ -11,7 +11,7 @@ from typing import Any
 from rollout.errors import InvalidOutcomeError
 
 MAX_METRICS = 64
-METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+from rollout.core.policy import METRIC_NAME  # noqa: E402 - one name rule, in the policy
 # Metrics that measure time or money cannot be negative; a negative value is a
 # bug in the caller (a clock going backwards, a refund booked as cost), and one
 # such value would drag a mean far enough to fake or hide a regression.

@@ -91,6 +91,7 @@ class RolloutPlan:
     approval_timeout: timedelta = timedelta(hours=24)
     on_abort: Policy = Policy.ROLLBACK
     online_evals: tuple[OnlineEval, ...] = ()   # judges that grade a sample of live answers in every stage
+    restart_allowed: bool = False   # may a retried run whose rollout ended start another one?
 
     @property
     def stratum_names(self) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from typing import Any
 RESERVED_METRICS = frozenset({"latency_ms", "error", "cost_usd"})
 """Metrics the shadow runner records itself; a scorer may not take these names."""
 
-_METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+from rollout.core.policy import METRIC_NAME as _METRIC_NAME  # noqa: E402 - one name rule
 
 
 @dataclass(frozen=True, slots=True)

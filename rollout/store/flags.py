@@ -26,6 +26,7 @@ from rollout.core.flag import (
     Phase,
     Stratum,
 )
+from rollout.core.policy import shadow_rate
 from rollout.errors import (
     FlagExistsError,
     FlagNotFoundError,
@@ -136,19 +137,8 @@ def _to_state(
         rollout_id=rollout.id if rollout else None,
         stage=rollout.stage_index if rollout else 0,
         namespace=f.namespace,
-        shadow_rate=_shadow_rate(rollout),
+        shadow_rate=shadow_rate(rollout.plan, rollout.stage_index) if rollout else None,
     )
-
-
-def _shadow_rate(rollout: Rollout | None) -> float | None:
-    """The rate limit on candidate calls that the active rollout's current shadow stage sets, if any."""
-    if rollout is None or not isinstance(rollout.plan, dict):
-        return None
-    stages = rollout.plan.get("stages") or []
-    if not 0 <= rollout.stage_index < len(stages) or not isinstance(stages[rollout.stage_index], dict):
-        return None
-    rate = stages[rollout.stage_index].get("rate_limit")
-    return float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0 else None
 
 
 def flag_to_json(state: FlagState) -> dict[str, Any]:

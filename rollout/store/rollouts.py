@@ -9,7 +9,6 @@ so a refused duplicate run can never touch the flag or the rollout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rollout.core.controller import ApprovalInput, RolloutState, Status
+from rollout.core.records import ApprovalRecord, DecisionRecord, RolloutRecord
 from rollout.core.flag import Stratum
 from rollout.core.plan import RolloutPlan
 from rollout.errors import FlagNotFoundError, InvalidPlanError, RolloutActiveError
@@ -33,46 +33,6 @@ from rollout.store.models import (
     Variant,
     utcnow,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutRecord:
-    id: int
-    flag_id: int
-    flag_key: str
-    namespace: str
-    plan: dict[str, Any]
-    state: RolloutState
-    flow_run_id: str | None
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    started_by: str
-    started_at: datetime
-    ended_at: datetime | None
-
-    def lost(self, now: datetime) -> bool:
-        """Active, but nobody renewed the lease in time: its controller died."""
-        return self.state.status.active and (self.lease_expires_at is None or self.lease_expires_at < now)
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    sequence: int
-    stage_index: int
-    verdict: str
-    action: str
-    reason: str
-    details: Any
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalRecord:
-    stage_index: int
-    approved: bool
-    approver: str
-    comment: str
-    created_at: datetime
 
 
 def _record(row: Rollout, flag_key: str) -> RolloutRecord:

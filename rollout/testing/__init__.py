@@ -14,6 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rollout.sdk import RolloutClient
+from rollout.testing.fakes import (
+    FakeClock,
+    FakeEvalRunner,
+    InMemoryStore,
+    ListOutcomeSink,
+    ScriptedEvidence,
+    harmful,
+    passing,
+    verdict_of,
+)
+
+__all__ = ["FakeClock", "FakeEvalRunner", "InMemoryStore", "ListOutcomeSink", "ScriptedEvidence", "Traffic",
+           "VariantBehaviour", "harmful", "passing", "pick_stratum", "user_attributes", "verdict_of"]
 
 USER_MIX = (("internal", 0.10), ("free", 0.55), ("default", 0.35))
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from rollout.app.verdicts import number
+from rollout.core.policy import BUCKETS
 from rollout.errors import InvalidInputError
 
 plan_app = typer.Typer(help="Rollout plans.", no_args_is_help=True)
@@ -67,10 +69,14 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
 
         typer.echo("no Prefect API configured (PREFECT_API_URL): running the checks in this process; "
                    "approve with `rollout approve`, stop with Ctrl-C (applies on_abort)")
-        state = run_foreground(context_engine(ctx), document, actor=who, namespace=ctx.obj.namespace,
-                               on_check=lambda r: typer.echo(f"[{r.step.state.status.value}] {r.step.action}: {r.step.reason}"))
-        typer.echo(f"rollout ended {state.status.value}: {state.reason}")
-        raise typer.Exit(0 if state.status.value == "promoted" else 1)
+        ending = run_foreground(context_engine(ctx), document, actor=who, namespace=ctx.obj.namespace,
+                                on_check=lambda r: typer.echo(f"[{r.step.state.status.value}] {r.step.action.value}: "
+                                                              f"{r.step.reason}"))
+        if ending.lost:
+            typer.echo(f"controller stopped, rollout LOST: {ending.reason}")
+        else:
+            typer.echo(f"rollout ended {ending.state.status.value}: {ending.reason}")
+        raise typer.Exit(0 if ending.state.status.value == "promoted" else 1)
 
     @app.command("status")
     def status(ctx: typer.Context, flag: str, as_json: JsonOption = False) -> None:
@@ -78,11 +84,11 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
         from rollout.app.status import rollout_status
 
         with transaction(ctx) as s:
-            info = rollout_status(s, flag, namespace=ctx.obj.namespace)
+            view = rollout_status(s, flag, namespace=ctx.obj.namespace)
         if as_json:
-            typer.echo(json.dumps(info, indent=2))
+            typer.echo(json.dumps(view.to_json(), indent=2))
             return
-        typer.echo(_status_text(info))
+        typer.echo(_status_text(view))
 
     @app.command("approve")
     def approve(
@@ -109,22 +115,22 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
         from rollout.app.status import rollout_history
 
         with transaction(ctx) as s:
-            info = rollout_history(s, flag, namespace=ctx.obj.namespace)
+            view = rollout_history(s, flag, namespace=ctx.obj.namespace)
         if as_json:
-            typer.echo(json.dumps(info, indent=2))
+            typer.echo(json.dumps(view.to_json(), indent=2))
             return
-        typer.echo(f"decisions of rollout #{info['rollout']}:" if info["rollout"] else "no rollout yet")
-        for d in info["decisions"]:
-            typer.echo(f"  {d['at'][11:19]} #{d['sequence']:<4} stage {d['stage_index']:<2} {d['verdict']:<9} "
-                       f"{d['action']:<17} {d['reason']}")
-        if info["approvals"]:
+        typer.echo(f"decisions of rollout #{view.rollout}:" if view.rollout else "no rollout yet")
+        for d in view.decisions:  # stage numbers 1-based, as `rollout status` shows them
+            typer.echo(f"  {d.at:%H:%M:%S} #{d.sequence:<4} stage {d.stage_number:<2} {d.verdict:<9} "
+                       f"{d.action:<17} {d.reason}")
+        if view.approvals:
             typer.echo("approvals:")
-            for a in info["approvals"]:
-                typer.echo(f"  {a['at'][11:19]} stage {a['stage_index']} {'approved' if a['approved'] else 'rejected'} "
-                           f"by {a['approver']} {a['comment']}")
+            for a in view.approvals:
+                typer.echo(f"  {a.at:%H:%M:%S} stage {a.stage_number} {'approved' if a.approved else 'rejected'} "
+                           f"by {a.approver} {a.comment}")
         typer.echo("audit log:")
-        for e in info["audit"]:
-            typer.echo(f"  {e['at'][:19]} {e['actor']:<20} {e['action']:<22} {e['reason']}")
+        for e in view.audit:
+            typer.echo(f"  {e.at:%Y-%m-%dT%H:%M:%S} {e.actor:<20} {e.action:<22} {e.reason}")
 
     @app.command("watch")
     def watch(
@@ -178,63 +184,60 @@ def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, de
     typer.echo(f"watch it: {ui}/runs/flow-run/{flow_run.id}   or   rollout watch {document['flag']}")
 
 
-def _status_text(info: dict[str, Any]) -> str:
-    flag, r = info["flag"], info["rollout"]
+def _status_text(view: Any) -> str:
+    flag, r = view.flag, view.rollout
     alloc = ", ".join(f"{n} {bp / 100:g} %" for n, bp in flag["allocations"].items())
     lines = [f"flag      {flag['key']}: {flag['phase']} (version {flag['version']}), {flag['baseline']} -> {flag['candidate']}",
              f"allocated {alloc}"]
     if r is None:
         lines.append("rollout   none yet")
         return "\n".join(lines)
-    lost = "  ** LOST: its controller stopped renewing the lease; start it again to take over **" if r["lost"] else ""
-    lines.append(f"rollout   #{r['id']} {r['status']}, stage {r['stage_index'] + 1} of {len(r['stages'])}"
-                 f" ({r['stage'] or '-'}), started by {r['started_by']}{lost}")
-    lines.append(f"why       {r['reason']}")
-    if r["pending_approval"]:
-        lines.append(f"waiting   for approval of stage {r['pending_approval']}: rollout approve {flag['key']} --by NAME")
-    for stage, rows in (r.get("eval") or {}).items():
+    lost = ("  ** LOST: its controller stopped renewing the lease (it died or cannot reach the database); "
+            "start it again to take over **") if r.lost else ""
+    lines.append(f"rollout   #{r.id} {r.status}, stage {r.stage_number} of {len(r.stages)}"
+                 f" ({r.stage or '-'}), started by {r.started_by}{lost}")
+    lines.append(f"why       {r.reason}")
+    if r.pending_approval:
+        lines.append(f"waiting   for approval of stage {r.pending_approval}: rollout approve {flag['key']} --by NAME")
+    for stage, rows in r.eval.items():
         for row in rows:
             lines.append(f"eval {stage:<8} {row['category']:<12} {row['cases']:>4} cases  baseline "
                          f"{row['baseline pass rate']:.0%}  candidate {row['candidate pass rate']:.0%}  {row['verdict']}")
-    check = r["last_check"]
+    check = r.last_check
     if check:
-        lines.append(f"last check #{check['sequence']} at {check['at'][11:19]}: {check['verdict']} -> {check['action']}")
-        for m in check["metrics"]:
-            lines.append(f"  {m['metric']:<12} {m['verdict']:<13} estimate {_fmt(m['estimate'])} "
-                         f"[{_fmt(m['lower'])}, {_fmt(m['upper'])}] margin {_fmt(m['margin'])} "
-                         f"n {m['n_baseline']}/{m['n_candidate']}")
-        for h in check["health"]:
-            if not h["ok"]:
-                lines.append(f"  health: {h['name']}: {h['reason']}")
+        lines.append(f"last check #{check.sequence} at {check.at:%H:%M:%S}: {check.verdict} -> {check.action}")
+        for m in check.metrics:
+            lines.append(f"  {m.metric:<12} {m.verdict:<13} estimate {number(m.estimate)} "
+                         f"[{number(m.lower)}, {number(m.upper)}] margin {number(m.margin)} "
+                         f"n {m.n_baseline}/{m.n_candidate}")
+        for h in check.health:
+            if not h.ok:
+                lines.append(f"  health: {h.name}: {h.reason}")
     return "\n".join(lines)
 
 
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:+.4g}"
-
-
-def _watch_view(info: dict[str, Any]) -> Any:
+def _watch_view(view: Any) -> Any:
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
 
-    flag, r = info["flag"], info["rollout"]
+    flag, r = view.flag, view.rollout
     parts: list[Any] = [Text(f"{flag['key']}  {flag['phase']}  v{flag['version']}", style="bold")]
     if r:
-        done = len(r["stages"]) if r["status"] == "promoted" else max(r["stage_index"], 0)
-        parts.append(Text(f"rollout #{r['id']} {r['status']}: stage {r['stage_index'] + 1} of {len(r['stages'])} "
-                          f"({' > '.join(r['stages'])})"))
-        parts.append(ProgressBar(total=len(r["stages"]), completed=done, width=50))
-        parts.append(Text(r["reason"], style="italic"))
+        done = len(r.stages) if r.status == "promoted" else max(r.stage_index, 0)
+        parts.append(Text(f"rollout #{r.id} {r.status}: stage {r.stage_number} of {len(r.stages)} "
+                          f"({' > '.join(r.stages)})"))
+        parts.append(ProgressBar(total=len(r.stages), completed=done, width=50))
+        parts.append(Text(r.reason, style="italic"))
     table = Table("stratum", "allocation", "")
     for name, bp in flag["allocations"].items():
-        table.add_row(name, f"{bp / 100:g} %", ProgressBar(total=10_000, completed=bp, width=30))
+        table.add_row(name, f"{bp / 100:g} %", ProgressBar(total=BUCKETS, completed=bp, width=30))
     parts.append(table)
-    if r and r["last_check"]:
+    if r and r.last_check:
         metrics = Table("metric", "verdict", "estimate", "bounds", "margin", "n base/cand")
-        for m in r["last_check"]["metrics"]:
-            metrics.add_row(m["metric"], m["verdict"], _fmt(m["estimate"]), f"[{_fmt(m['lower'])}, {_fmt(m['upper'])}]",
-                            _fmt(m["margin"]), f"{m['n_baseline']}/{m['n_candidate']}")
+        for m in r.last_check.metrics:
+            metrics.add_row(m.metric, m.verdict, number(m.estimate), f"[{number(m.lower)}, {number(m.upper)}]",
+                            number(m.margin), f"{m.n_baseline}/{m.n_candidate}")
         parts.append(metrics)
     return Group(*parts)

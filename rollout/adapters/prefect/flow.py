@@ -1,62 +1,104 @@
-"""The rollout flow: Prefect drives a plan from shadow to full release, one check at a time.
+"""The rollout flow: Prefect drives a plan from shadow to full release, through the one check loop.
 
-A thin loop around `rollout.app.reconcile.check`: each check re-reads the
-database, asks the judge and the pure controller, applies the effects and
-writes a decision, all in one transaction (a task with retries). Between
-checks it sleeps; at an approval gate it pauses for a human with a form in the
-Prefect UI while a watchdog thread keeps judging, so proven harm rolls back
-even while the gate waits.
+The loop (rollout.app.loop.drive) is the foreground runner's too; the flow
+only passes in its own hooks: each check is a task, between checks it sleeps,
+at an approval gate it pauses for a human with a form in the Prefect UI while
+a watchdog thread keeps judging (so proven harm rolls back even while the gate
+waits), and every check updates the run's three artifacts (progress, summary,
+verdict) in place and sends the rollout's events. If the run stops while the
+rollout is active (cancelled, crashed, failed), the loop's one abort path
+applies the plan's on_abort.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
+import logging
 import re
 import threading
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
-from prefect.tasks import exponential_backoff
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
-from rollout.core.controller import Status
+from rollout.app.approvals import record_answer
+from rollout.app.loop import Hooks, abort, drive
 from rollout.app.plans import load_plan
-from rollout.app.reconcile import CONTROLLER, CheckResult, RolloutRun, check, claim, run_eval_stage
-from rollout.store import flags as flag_store
-from rollout.store import rollouts as rollout_store
-from rollout.store.db import make_engine, transaction
+from rollout.app.reconcile import CheckResult, RolloutRun, check, claim, run_eval_stage
+from rollout.app.status import StatusView, rollout_status
+from rollout.app.verdicts import display_rows, number
+from rollout.core.controller import Action, Emit, Event, Status
+from rollout.core.policy import stage_name, stage_number
+from rollout.store.db import make_engine
+from rollout.store.unit import SqlStore
+
+Approver = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
 
 
 class StageApproval(RunInput):
     """The form a release manager fills in (Prefect UI, `rollout approve`, or the HTTP API).
 
-    No defaults on purpose: an empty submit must not count as an approval.
+    No defaults on purpose: an empty submit must not count as an approval. The
+    approver must hold a non-blank character, in the schema itself, so the server
+    refuses a blank name before the run ever sees it.
     """
 
     decision: Literal["approve", "reject"] = Field(description="Go on to the next stage, or roll back")
-    approver: str = Field(min_length=1, max_length=200, description="Your name; kept in the audit log")
+    approver: Approver = Field(description="Your name; kept in the audit log")
     comment: str = Field(default="", max_length=2000)
+
+
+class _IntendedEndings(logging.Filter):
+    """Drops Prefect's "Engine execution exited with unexpected exception" traceback for our intended endings.
+
+    A served run that returns a Failed state (RolledBack, Aborted, Refused) makes
+    Prefect's engine log that line at ERROR with a traceback, as if it crashed. The
+    flow has already logged the ending in one WARNING line with the reason, so the
+    record is dropped when its exception carries an ending this process returned;
+    any other failure keeps its traceback.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not str(record.msg).startswith("Engine execution exited"):
+            return True
+        exc = record.exc_info[1]
+        return not (exc is not None and type(exc).__name__ == "FailedRun" and str(exc) in self.reasons)
+
+
+_ENDINGS = _IntendedEndings()
+logging.getLogger("prefect.flow_runs").addFilter(_ENDINGS)
+
+
+def _ended(name: str, reason: str) -> State:
+    """The final state of an intended ending that is not a success; logged once, without a traceback."""
+    _ENDINGS.reasons.add(reason)
+    return Failed(name=name, message=reason)
 
 
 INTERRUPT = "rollout-controller"
 """The approver the watchdog uses when it resumes a paused run itself (harm, timeout, answer by CLI)."""
 
 
-@task(name="check", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=0.5), retry_jitter_factor=0.2,
-      persist_result=False)
+@task(name="check", cache_policy=NO_CACHE, persist_result=False)
 def check_task(run: RolloutRun, eval_failure: str | None = None) -> CheckResult:
+    """One check; database faults are retried by the loop around it (the one retry policy), not here."""
     return check(run, eval_failure=eval_failure)
 
 
-@task(name="eval", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=1),
-      retry_jitter_factor=0.2, persist_result=False)
+@task(name="eval", cache_policy=NO_CACHE, persist_result=False)
 def eval_task(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
     """Both variants on every case not yet stored (a retry or a restarted flow skips what already ran)."""
     return run_eval_stage(run, stage_index)
@@ -71,45 +113,68 @@ def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace:
     flow_run_id = str(context.flow_run.id)  # type: ignore[union-attr]
     rollout_plan = load_plan(plan)
     engine = make_engine(database_url)
-    run = claim(engine, rollout_plan, plan, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
-                namespace=namespace)
-    logger.info("rollout #%s of %s: %d stages, checking every %s", run.rollout_id, rollout_plan.flag,
-                len(rollout_plan.stages), rollout_plan.check_interval)
-    progress = create_progress_artifact(0.0, key=_key(rollout_plan.flag, "progress"),
-                                        description=f"Rollout of {rollout_plan.flag}")
+    store = SqlStore(engine, namespace)
     try:
-        eval_failure: str | None = None
-        while True:
-            try:
-                result = check_task(run, eval_failure)
-            except Exception as exc:  # noqa: BLE001 - retries spent (database down?): keep trying, never give up the flag
-                logger.warning("check failed after retries, trying again in %s: %s", rollout_plan.check_interval, exc)
-                time.sleep(rollout_plan.check_interval.total_seconds())
-                continue
-            eval_failure = None
-            _show(run, result, progress)
-            state = result.step.state
-            if not result.owned:
-                logger.warning("another controller owns rollout #%s now; stopping without touching it", run.rollout_id)
-                return Completed(message="another controller took over")
-            if not state.status.active:
-                break
-            if state.status is Status.EVALUATING:
-                eval_failure, written = eval_task(run, state.stage_index)
-                _show_eval(run, state.stage_index)
-                if written == 0 and eval_failure is None:
-                    time.sleep(rollout_plan.check_interval.total_seconds())
-            elif state.status.waiting and not result.conflict:
-                _wait_for_human(run, result)
-            elif result.step.action != "enter_stage":
-                time.sleep(rollout_plan.check_interval.total_seconds())
+        refused = _refuse_restart(store, rollout_plan, flow_run_id)
+        if refused is not None:
+            logger.warning(refused)
+            return _ended("Refused", refused)
+        run = claim(engine, rollout_plan, plan, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
+                    namespace=namespace)
+        _name_run(flow_run_id, f"{rollout_plan.flag} #{run.rollout_id}")
+        logger.info("rollout #%s of %s: %d stages, checking every %s", run.rollout_id, rollout_plan.flag,
+                    len(rollout_plan.stages), rollout_plan.check_interval)
+        view = _RunPage(run)
+        ending = drive(run, Hooks(check=lambda r, failure: check_task(r, failure), run_eval=_eval_and_show,
+                                  sleep=time.sleep, wait_for_human=_wait_for_human, on_check=view.show,
+                                  emit=_emit, on_fault=lambda exc, wait: logger.warning(
+                                      "check failed (%s); trying again in %.1f s", exc, wait)))
     finally:
         engine.dispose()
+    state = ending.state
+    if not ending.owned:
+        logger.warning("another controller owns rollout #%s now; stopping without touching it", run.rollout_id)
+        return Completed(message="another controller took over")
+    if ending.lost:
+        logger.warning("rollout #%s: %s", run.rollout_id, ending.reason)
+        return _ended("Lost", ending.reason)
+    # Intended endings: one line with the reason, and a final state named after the ending.
     if state.status is Status.ROLLED_BACK:
-        return Failed(name="RolledBack", message=state.reason)
+        logger.warning("rolled back: %s", state.reason)
+        return _ended("RolledBack", state.reason)
     if state.status is Status.ABORTED:
-        return Failed(name="Aborted", message=state.reason)
+        logger.warning("aborted: %s", state.reason)
+        return _ended("Aborted", state.reason)
+    logger.info("%s: %s", state.status.value, state.reason)
     return Completed(message=state.reason)
+
+
+def _refuse_restart(store: SqlStore, plan: Any, flow_run_id: str) -> str | None:
+    """A retried run (same flow run id) whose rollout has ended must not start another one from the top."""
+    with store.transaction() as unit:
+        earlier = unit.rollouts.of_flow_run(flow_run_id)
+    if earlier is None or earlier.state.status.active or plan.restart_allowed:
+        return None
+    return (f"rollout #{earlier.id} of {plan.flag} ended {earlier.state.status.value} ({earlier.state.reason}); "
+            "this run will not start another one. Start a new run, or set `restart: allowed` in the plan.")
+
+
+def _name_run(flow_run_id: str, name: str) -> None:
+    """Name the run after the flag and the rollout number (e.g. `ticket-summarizer #3`)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(flow_run_id), name=name)
+    except Exception as exc:  # noqa: BLE001 - a name is a courtesy
+        logging.getLogger("rollout.prefect").info("could not rename the flow run: %s", exc)
+
+
+def _emit(run: RolloutRun, event: Emit) -> None:
+    """A Prefect event on the flag's resource, with the reason in the payload; automations react to it."""
+    emit_event(event=event.event.value, resource={"prefect.resource.id": f"rollout.flag.{run.plan.flag}",
+                                                  "prefect.resource.name": run.plan.flag},
+               payload={"rollout_id": run.rollout_id, **dict(event.payload)})
 
 
 # --- waiting for a human ------------------------------------------------------------------
@@ -118,7 +183,7 @@ def _wait_for_human(run: RolloutRun, result: CheckResult) -> None:
     """Pause with the approval form; meanwhile a watchdog keeps checking, and wakes the run if it must."""
     logger = get_run_logger()
     state = result.step.state
-    stage = run.plan.stages[state.waiting_for] if state.waiting_for is not None and state.waiting_for < len(run.plan.stages) else None
+    waiting_for = state.waiting_for
     interrupted = threading.Event()
     stop = threading.Event()
     flow_run_id = run.owner
@@ -128,26 +193,29 @@ def _wait_for_human(run: RolloutRun, result: CheckResult) -> None:
     watchdog = threading.Thread(target=context.run, args=(_watch, run, state.status, stop, interrupted, flow_run_id),
                                 name="rollout-watchdog", daemon=True)
     watchdog.start()
-    description = _approval_text(run, result, stage.name if stage else "completion")
+    description = _approval_text(run, result, stage_name(run.plan, waiting_for) or "?")
     try:
         answer = pause_flow_run(
             wait_for_input=StageApproval.with_initial_data(description=description),
             timeout=int(run.plan.approval_timeout.total_seconds()) + 7 * 86400,
             poll_interval=1,
-            key=f"approval-{run.rollout_id}-{state.waiting_for}-{result.sequence}",
+            key=f"approval-{run.rollout_id}-{waiting_for}-{result.sequence}",
         )
     finally:
         stop.set()
         watchdog.join(timeout=30)
-    if interrupted.is_set() or answer is None or answer.approver == INTERRUPT:
+    if interrupted.is_set() or answer is None or answer.approver == INTERRUPT or waiting_for is None:
         return  # the next check sees why (harm, timeout, an answer given through the CLI or HTTP)
-    with transaction(run.engine) as s:
-        record = rollout_store.get_rollout(s, run.rollout_id)
-        if record.state.status.waiting and record.state.waiting_for == state.waiting_for:
-            rollout_store.record_approval(s, record, stage_index=state.waiting_for, approved=answer.decision == "approve",
-                                          approver=answer.approver, comment=answer.comment)
-    logger.info("%s %s stage %s", answer.approver, "approved" if answer.decision == "approve" else "rejected",
-                stage.name if stage else "")
+    approved = answer.decision == "approve"
+    problem = record_answer(run, waiting_for, approved=approved, approver=answer.approver, comment=answer.comment)
+    if problem is not None:
+        # Never fail the rollout over an answer: ask again, saying why (the next pause shows it).
+        run.notice = problem
+        logger.warning("%s; asking again", problem)
+        return
+    run.notice = ""
+    logger.info("%s %s stage %s", answer.approver.strip(), "approved" if approved else "rejected",
+                stage_name(run.plan, waiting_for))
 
 
 def _watch(run: RolloutRun, waiting: Status, stop: threading.Event, interrupted: threading.Event,
@@ -159,10 +227,10 @@ def _watch(run: RolloutRun, waiting: Status, stop: threading.Event, interrupted:
     while not stop.wait(interval):
         try:
             result = check(run)
-        except Exception as exc:  # noqa: BLE001 - the database may be down; try again next interval
+        except Exception as exc:  # noqa: BLE001 - the database may be down; the next interval tries again
             print(f"watchdog check failed, retrying: {exc}")
             continue
-        if result.step.state.status is waiting and result.step.action in ("wait", "continue"):
+        if result.step.state.status is waiting and result.step.action in (Action.WAIT, Action.CONTINUE):
             continue
         interrupted.set()
         for _ in range(10):
@@ -176,86 +244,119 @@ def _watch(run: RolloutRun, waiting: Status, stop: threading.Event, interrupted:
         return
 
 
-def _approval_text(run: RolloutRun, result: CheckResult, stage_name: str) -> str:
-    lines = [f"## Approve stage **{stage_name}** of `{run.plan.flag}`?", "",
-             f"{result.step.reason}", "", "Evidence so far (candidate minus baseline; positive = worse):", "",
-             "| metric | estimate | bounds | n baseline | n candidate | verdict |", "|---|---|---|---|---|---|"]
-    for row in _metric_rows(result):
-        lines.append("| " + " | ".join(str(row[k]) for k in ("metric", "estimate", "bounds", "n_baseline",
-                                                               "n_candidate", "verdict")) + " |")
+def _approval_text(run: RolloutRun, result: CheckResult, stage: str) -> str:
+    """One line per metric (estimate, bounds, margin, verdict): narrow enough to read without scrolling."""
+    lines = [f"## Approve stage **{stage}** of `{run.plan.flag}`?", ""]
+    if run.notice:
+        lines += [f"> **{run.notice}**", ""]
+    lines += [f"{result.step.reason}", "", "Evidence so far (candidate minus baseline; positive = worse):", "",
+              "| metric | estimate | bounds | margin | verdict |", "|---|---|---|---|---|"]
+    for row in display_rows(result.details):
+        lines.append(f"| {row['metric']} | {row['estimate']} | {row['bounds']} | {row['margin']} | {row['verdict']} |")
     lines += ["", "Choose **approve** to go on or **reject** to roll back. The judge keeps watching: proven harm "
               "rolls back even while this form waits."]
     return "\n".join(lines)
 
 
-# --- what the UI shows ----------------------------------------------------------------------
+# --- the run page: one progress, one summary, one verdict artifact, updated in place ----------------
 
 def _key(flag: str, what: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", f"rollout-{flag}-{what}".lower())
 
 
-def _metric_rows(result: CheckResult) -> list[dict[str, Any]]:
-    if result.verdict is None:
-        return []
-    rows = []
-    for r in result.verdict.metrics:
-        rows.append({"metric": r.metric, "estimate": _num(r.estimate), "bounds": f"[{_num(r.lower)}, {_num(r.upper)}]",
-                     "margin": _num(r.margin), "n_baseline": r.n_baseline, "n_candidate": r.n_candidate,
-                     "verdict": r.verdict.value, "reason": r.reason})
-    return rows
+class _RunPage:
+    """The three artifacts of a rollout. Each is created once per run and then updated in place (PATCH of the
+    artifact, which the server applies to the key's latest version too), so the Artifacts tab holds three
+    cards, not one per check. An artifact is only sent again when its text changed."""
 
+    def __init__(self, run: RolloutRun) -> None:
+        self.run = run
+        self.progress: Any = None
+        self.ids: dict[str, Any] = {}
+        self.sent: dict[str, Any] = {}
 
-def _num(x: float) -> str:
-    return "–" if x != x else f"{x:+.4g}"
-
-
-def _show(run: RolloutRun, result: CheckResult, progress_id: Any) -> None:
-    """Progress, the check's table and its summary in the UI; Prefect events for automations."""
-    plan = run.plan
-    state = result.step.state
-    done = {Status.PROMOTED: 1.0}.get(state.status, max(state.stage_index, 0) / len(plan.stages))
-    try:
-        update_progress_artifact(progress_id, done * 100,
-                                 description=f"{plan.flag}: {state.status.value}, stage "
-                                             f"{state.stage_index + 1} of {len(plan.stages)}")
-        rows = _metric_rows(result)
-        if rows:
-            create_table_artifact(rows, key=_key(plan.flag, "verdict"),
-                                  description=f"Check {result.sequence}: {result.step.action}")
-        with transaction(run.engine) as s:
-            flag = flag_store.get_flag(s, plan.flag, namespace=run.namespace)
-        allocations = ", ".join(f"{n} {flag.allocation(n) / 100:g} %" for n in flag.stratum_names)
-        create_markdown_artifact(
-            f"### {plan.flag}: {state.status.value}\n\n**{result.step.action}**: {result.step.reason}\n\n"
-            f"Stage {state.stage_index + 1} of {len(plan.stages)}; flag phase {flag.phase.value}, "
-            f"allocations: {allocations}\n", key=_key(plan.flag, "summary"))
-    except Exception as exc:  # noqa: BLE001 - the UI is a view; a failed artifact must not stop a rollout
-        print(f"could not update artifacts: {exc}")
-    for event in run.events:
+    def show(self, run: RolloutRun, result: CheckResult) -> None:
         try:
-            emit_event(event=event.event, resource={"prefect.resource.id": f"rollout.flag.{plan.flag}",
-                                                    "prefect.resource.name": plan.flag},
-                       payload={"rollout_id": run.rollout_id, **dict(event.payload)})
-        except Exception as exc:  # noqa: BLE001
-            print(f"could not emit {event.event}: {exc}")
-    run.events.clear()
+            self._show(result)
+        except Exception as exc:  # noqa: BLE001 - the UI is a view; a failed artifact must not stop a rollout
+            print(f"could not update artifacts: {exc}")
+
+    def _show(self, result: CheckResult) -> None:
+        plan, state = self.run.plan, result.step.state
+        stages = len(plan.stages)
+        done = 100.0 if state.status is Status.PROMOTED else 100.0 * max(state.stage_index, 0) / stages
+        where = f"{plan.flag}: {state.status.value}, stage {stage_number(state.stage_index)} of {stages}"
+        if self.progress is None:
+            self.progress = create_progress_artifact(done, key=_key(plan.flag, "progress"), description=where)
+        elif self.sent.get("progress") != (done, where):
+            update_progress_artifact(self.progress, done, description=where)
+        self.sent["progress"] = (done, where)
+        rows = display_rows(result.details)
+        if rows:
+            self._put("verdict", rows, f"Check {result.sequence}: {result.step.action.value}")
+        with self.run.store.transaction() as unit:
+            view = rollout_status(unit.session, plan.flag, namespace=self.run.namespace)  # type: ignore[attr-defined]
+        self._put("summary", summary_markdown(view), f"Rollout #{self.run.rollout_id} of {plan.flag}")
+
+    def _put(self, what: str, data: Any, description: str) -> None:
+        if self.sent.get(what) == data:
+            return
+        self.sent[what] = data
+        if what not in self.ids:
+            make = create_table_artifact if isinstance(data, list) else create_markdown_artifact
+            self.ids[what] = make(data, key=_key(self.run.plan.flag, what), description=description)
+            return
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        payload = json.dumps(data) if isinstance(data, list) else data
+        with get_client(sync_client=True) as client:
+            client.update_artifact(self.ids[what], ArtifactUpdate(data=payload, description=description))
 
 
-def _show_eval(run: RolloutRun, stage_index: int) -> None:
-    """The eval gate's per-category table in the UI."""
+def summary_markdown(view: StatusView) -> str:
+    """The summary card: the status view (the same one `rollout status` prints) as markdown."""
+    flag, r = view.flag, view.rollout
+    lines = [f"### {flag['key']}: {r.status if r else flag['phase']}", ""]
+    if r is not None:
+        lines += [f"Rollout #{r.id}, stage {r.stage_number} of {len(r.stages)} ({r.stage or '-'}): "
+                  + " > ".join(f"**{n}**" if n == r.stage else n for n in r.stages), "", f"*{r.reason}*", ""]
+        if r.pending_approval:
+            lines += [f"Waiting for approval of stage **{r.pending_approval}**.", ""]
+    lines += [f"Flag phase {flag['phase']} (version {flag['version']}); allocation per stratum:", "",
+              "| stratum | candidate |", "|---|---|"]
+    lines += [f"| {name} | {bp / 100:g} % |" for name, bp in flag["allocations"].items()]
+    check = r.last_check if r is not None else None
+    if check is not None:
+        lines += ["", f"Check #{check.sequence}: {check.verdict} -> {check.action}", "",
+                  "| metric | estimate | bounds | margin | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {m.metric} | {number(m.estimate)} | [{number(m.lower)}, {number(m.upper)}] | "
+                  f"{number(m.margin)} | {m.verdict} |" for m in check.metrics]
+        if check.strata:
+            lines += ["", "Strata where the judge found harm:", ""]
+            lines += [f"- {m.stratum}: {m.metric} {number(m.estimate)} [{number(m.lower)}, {number(m.upper)}]"
+                      for m in check.strata]
+        lines += [f"- health: {h.name}: {h.reason}" for h in check.health if not h.ok]
+    return "\n".join(lines) + "\n"
+
+
+def _eval_and_show(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
+    """Run the eval stage (a task), then its per-category table in the UI."""
     from rollout.app.evals import gate_rows
 
+    outcome = eval_task(run, stage_index)
     try:
-        with transaction(run.engine) as s:
-            rows = gate_rows(s, run.rollout_id, stage_index, run.plan)
+        with run.store.transaction() as unit:
+            rows = gate_rows(unit.session, run.rollout_id, stage_index, run.plan)  # type: ignore[attr-defined]
         if rows:
             create_table_artifact(rows, key=_key(run.plan.flag, "eval"),
                                   description=f"Eval gate {run.plan.stages[stage_index].name}: pass rate per category")
     except Exception as exc:  # noqa: BLE001 - a view only
         print(f"could not show the eval results: {exc}")
+    return outcome
 
 
-# --- cancelled or crashed: the plan's on_abort, only for the run that owns the rollout ------
+# --- cancelled, crashed or failed: the loop's one abort path, only for the run that owns the rollout ------
 
 def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
     params = flow_run.parameters or {}
@@ -266,17 +367,30 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
         return
     namespace = params.get("namespace", "default")
     engine = make_engine(params.get("database_url"))
+    reason = f"flow run {state.name.lower()}: {state.message or 'no message'}"
     try:
-        with transaction(engine) as s:
-            record = rollout_store.active_rollout(s, plan.flag, namespace=namespace)
-            if record is None or record.lease_owner != owner:
-                return  # a refused duplicate, or a rollout someone else now drives: hands off
-            reason = f"flow run {state.name.lower()}: {state.message or 'no message'}"
-            rollout_store.abort(s, record.id, owner=owner, reason=reason)
-            if plan.on_abort.value == "rollback":
-                flag_store.rollback(s, plan.flag, actor=CONTROLLER, reason=f"on_abort: {reason}", namespace=namespace)
+        # Only an active rollout this run owns is touched: a refused duplicate, or a rollout that ended
+        # (RolledBack is a Failed state too), or one someone else drives now, are left alone.
+        after = abort(SqlStore(engine, namespace), plan, owner=owner, reason=reason)
     finally:
         engine.dispose()
+    try:
+        if after is None:
+            _emit_for(plan.flag, Event.LOST, {"reason": f"{reason}; on_abort could not be applied, the lease will "
+                                                        "expire and the next controller takes over"})
+        elif after.status is Status.ABORTED and after.reason == reason:
+            _emit_for(plan.flag, Event.ABORTED, {"reason": reason, "on_abort": plan.on_abort.value})
+    except Exception as exc:  # noqa: BLE001 - the abort itself is done
+        print(f"could not emit the abort event: {exc}")
 
 
-run_rollout = run_rollout.with_options(on_cancellation=[_on_abort], on_crashed=[_on_abort])
+def _emit_for(flag: str, event: Event, payload: dict[str, Any]) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # a hook called outside any Prefect server (tests): nobody to tell
+        return
+    emit_event(event=event.value, resource={"prefect.resource.id": f"rollout.flag.{flag}",
+                                            "prefect.resource.name": flag}, payload=payload)
+
+
+run_rollout = run_rollout.with_options(on_cancellation=[_on_abort], on_crashed=[_on_abort], on_failure=[_on_abort])

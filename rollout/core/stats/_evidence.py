@@ -15,7 +15,7 @@ UnitKey = tuple[str, str, int]
 CellKey = tuple[str, int]
 """(stratum, stage)"""
 
-BASIS_POINTS = 10_000
+from rollout.core.policy import BUCKETS as BASIS_POINTS  # noqa: E402 - one definition, in the policy
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ async def status(request: Request, flag: FlagKey) -> Response:
 
     def work() -> dict[str, Any]:
         with transaction(state.engine) as session:
-            return rollout_status(session, flag, namespace=principal.namespace)
+            return rollout_status(session, flag, namespace=principal.namespace).to_json()
 
     try:
         return json_response(await run_in_threadpool(work))

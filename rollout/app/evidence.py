@@ -1,0 +1,143 @@
+"""The evidence a check judges, read from SQL: rollout.ports.EvidenceSource and EvalRunner over an engine.
+
+Reading is done in its own transaction, without any lock, because aggregating
+outcomes can take a while and SQLite would otherwise hold its single write lock
+(blocking every app's outcome writes) for that long.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from rollout.app.evals import gate_outcome, run_eval
+from rollout.core.controller import EvalOutcome, Observation, RolloutState, Status
+from rollout.core.plan import EvalSpec, RolloutPlan, StageKind
+from rollout.core.policy import judge_sizing
+from rollout.core.records import RolloutRecord
+from rollout.core.stats import Evidence, Verdict, judge, judge_paired
+from rollout.errors import InvalidInputError
+from rollout.store import outcomes as outcome_store
+from rollout.store.evidence import load_evidence, load_paired_evidence
+from rollout.store.unit import SqlStore
+
+
+class StoreEvidence:
+    """rollout.ports.EvidenceSource over the outcomes and eval-results tables."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def observe(self, plan: RolloutPlan, rollout: RolloutRecord, now: datetime,
+                eval_failure: str | None = None) -> Observation:
+        state = rollout.state
+        if not state.status.active:
+            return Observation()
+        with self._store.transaction() as unit:
+            session = unit.session
+            verdict, samples = _judge(session, plan, rollout, state)
+            return Observation(verdict, samples, eval_outcome=_eval_outcome(session, plan, rollout, eval_failure),
+                               **_shadow_spend(session, plan, rollout, now))
+
+
+class StoreEvalRunner:
+    """rollout.ports.EvalRunner: both variants on every case not stored yet."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def run(self, rollout_id: int, stage_index: int, spec: EvalSpec, *,
+            variants: tuple[str, str]) -> tuple[str | None, int]:
+        try:
+            return None, run_eval(self._engine, rollout_id, stage_index, spec, variants=variants)
+        except InvalidInputError as exc:  # a bad case file or import path: the gate fails with this reason
+            return str(exc), 0
+
+
+def _eval_outcome(session: Any, plan: RolloutPlan, rollout: RolloutRecord,
+                  failure: str | None) -> EvalOutcome | None:
+    state = rollout.state
+    if state.status is not Status.EVALUATING:
+        return None
+    if failure is not None:
+        return EvalOutcome(False, f"the eval could not run: {failure}")
+    stage = plan.stages[state.stage_index]
+    assert stage.eval is not None
+    try:
+        outcome, _ = gate_outcome(session, rollout.id, state.stage_index, stage.eval,
+                                  variants=(plan.baseline, plan.candidate), alpha=plan.alpha)
+    except InvalidInputError as exc:
+        return EvalOutcome(False, f"the eval could not run: {exc}")
+    return outcome
+
+
+def _shadow_spend(session: Any, plan: RolloutPlan, rollout: RolloutRecord, now: datetime) -> dict[str, float]:
+    """The candidate's spend in this shadow stage, in total and over the last hour, summed by SQL."""
+    state = rollout.state
+    if state.status is not Status.SHADOW or state.stage_index < 0:
+        return {}
+    budget = plan.stages[state.stage_index].budget
+    if budget is None:
+        return {}
+    meter = {"flag_id": rollout.flag_id, "rollout_id": rollout.id, "stage": state.stage_index,
+             "variant": plan.candidate, "metric": budget.cost_metric}
+    total = outcome_store.spend(session, **meter)
+    hour = outcome_store.spend(session, **meter, since=now - timedelta(hours=1))
+    return {"shadow_spend_total": total, "shadow_spend_hour": hour}
+
+
+def _judge(session: Any, plan: RolloutPlan, rollout: RolloutRecord, state: RolloutState) -> tuple[Verdict | None, int]:
+    """The judge's verdict on the stage in force (and the live stages before it), and its samples per arm."""
+    if state.stage_index < 0:
+        return None, 0
+    stage = plan.stages[state.stage_index]
+    if stage.kind is StageKind.EVAL:
+        return None, 0
+    if stage.kind is StageKind.SHADOW:
+        return _judge_shadow(session, plan, rollout, state)
+    if stage.live:
+        stages = {i for i, st in enumerate(plan.stages[: state.stage_index + 1]) if st.live}
+    else:
+        stages = {state.stage_index}
+    allocation_bp = {(name, i): bp for i in stages if plan.stages[i].live
+                     for name, bp in plan.stages[i].allocations.items()}
+    recorded = sorted({m.metric for m in plan.metrics})  # a p95 spec reads its source metric
+    full = load_evidence(session, flag_id=rollout.flag_id, rollout_id=rollout.id, metrics=recorded,
+                         baseline=plan.baseline, candidate=plan.candidate, allocation_bp=allocation_bp,
+                         histograms=sorted({m.metric for m in plan.metrics if m.quantile is not None}))
+    evidence = Evidence(
+        {k: v for k, v in full.arms.items() if k[3] in stages}, plan.baseline, plan.candidate,
+        {k: v for k, v in full.units.items() if k[2] in stages},
+        {k: v for k, v in full.allocation_bp.items() if k[1] in stages},
+    )
+    samples = min(
+        (sum(a.n for (m, v, _s, g), a in evidence.arms.items() if m == metric and v == variant
+             and g == state.stage_index)
+         for metric in recorded for variant in (plan.baseline, plan.candidate)),
+        default=0,
+    )
+    sizing = judge_sizing(stage)
+    verdict = judge(evidence, plan.metrics, alpha=plan.alpha, min_samples=sizing.min_samples,
+                    planned_samples=sizing.planned_samples)
+    return verdict, samples
+
+
+def _judge_shadow(session: Any, plan: RolloutPlan, rollout: RolloutRecord,
+                  state: RolloutState) -> tuple[Verdict | None, int]:
+    """Shadow: both arms answered the same requests, so compare them pair by pair (far tighter than two arms)."""
+    stage = plan.stages[state.stage_index]
+    paired_metrics = [m for m in plan.metrics if m.quantile is None]  # a quantile has no per-pair difference
+    recorded = sorted({m.metric for m in paired_metrics})
+    evidence = load_paired_evidence(session, flag_id=rollout.flag_id, rollout_id=rollout.id, metrics=recorded,
+                                    baseline=plan.baseline, candidate=plan.candidate, stages=[state.stage_index])
+    samples = min((sum(p.n for (m, _s, _g), p in evidence.pairs.items() if m == metric) for metric in recorded),
+                  default=0)
+    sizing = judge_sizing(stage)
+    verdict = judge_paired(evidence, paired_metrics, alpha=plan.alpha, min_samples=sizing.min_samples,
+                           planned_samples=sizing.planned_samples)
+    return verdict, samples
+
+
+__all__ = ["StoreEvalRunner", "StoreEvidence"]
