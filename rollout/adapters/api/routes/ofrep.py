@@ -124,6 +124,9 @@ def _metadata(a: Assignment) -> dict[str, Any]:
         metadata["stratum"] = a.stratum
     if a.reason is Reason.STALE:
         metadata["stale"] = True
+    if a.reason in (Reason.DEFAULT, Reason.STALE):
+        # OFREP has no word for these; our own provider reads this to answer as it does in-process.
+        metadata["rolloutReason"] = a.reason.value
     return metadata
 
 
