@@ -82,7 +82,7 @@ def mismatches(results: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any],
 def test_the_python_ofrep_provider_resolves_every_golden_case(served: Served) -> None:
     # Given the stock Python provider, configured as docs/http.md says (base URL without a trailing slash)
     token = served.tokens["read"]
-    openfeature.set_provider(OFREPProvider(served.base_url,
+    openfeature.set_provider_and_wait(OFREPProvider(served.base_url,
                                            headers_factory=lambda: {"Authorization": f"Bearer {token}"}))
     client = openfeature.get_client()
     results = []
