@@ -210,8 +210,10 @@ async def evaluate_all(request: Request,
     except BadContext as exc:
         return json_response({"errorCode": exc.code, "errorDetails": str(exc)}, 400)
     view = state.snapshot.view(principal.namespace)
-    # The answer depends on the flags and on the context, so the ETag covers both.
-    etag = '"' + hashlib.sha256(view.etag.encode() + b"\0" + body).hexdigest()[:20] + '"'
+    # The answer depends on the flags, on the context and on whether the snapshot is stale (the reasons
+    # say so), so the ETag covers all three.
+    stale = b"\0stale" if state.snapshot.stale else b""
+    etag = '"' + hashlib.sha256(view.etag.encode() + stale + b"\0" + body).hexdigest()[:20] + '"'
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     results = []
