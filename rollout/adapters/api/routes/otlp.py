@@ -194,7 +194,9 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     openapi_extra={"requestBody": {"required": True, "content": {
         PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
         JSON: {"schema": {"type": "object"}}}}},
-    responses={200: {"description": "ExportTraceServiceResponse (partialSuccess when spans were refused)"},
+    responses={200: {"description": "ExportTraceServiceResponse (partialSuccess when spans were refused)",
+                     "content": {PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                                 JSON: {"schema": {"type": "object"}}}},
                400: {"description": "Not an OTLP trace request (google.rpc.Status)"},
                415: {"description": "Neither protobuf nor JSON"},
                **error_responses(*AUTH_ERRORS, 503)},
