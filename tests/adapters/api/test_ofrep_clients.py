@@ -25,9 +25,8 @@ from openfeature import api as openfeature
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 
-from rollout.store import migrate
 from rollout.store.db import make_engine
-from tests.adapters.api.conftest import make_tokens, seed, start_server, stop_server
+from tests.adapters.api.conftest import make_tokens, module_database, seed, start_server, stop_server
 from tests.conftest import BACKENDS
 from tests.spec import CASES
 from tests.spec.test_assignment_spec_ofrep import CODE_DEFAULT, ofrep_expected
@@ -47,13 +46,7 @@ class Served:
 @pytest.fixture(scope="module", params=BACKENDS)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One real service per backend for the module: seeded with the spec's flags, CORS open to one origin."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("ofrep") / "rollout.db"
-        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
-        url = f"sqlite:///{path}"
-    else:
-        url = request.getfixturevalue("scratch_postgres").create("rollout_ofrep")
-        migrate.upgrade(url)
+    url = module_database(request, tmp_path_factory, "ofrep")
     engine = make_engine(url)
     seed(engine)
     tokens = make_tokens(engine)
