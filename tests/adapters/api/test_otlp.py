@@ -10,6 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from openfeature import api as openfeature
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.hook import Hook, HookContext
+from openfeature.telemetry import create_evaluation_event
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -17,11 +23,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rollout.adapters.openfeature import RolloutProvider
 from rollout.core.stats import Decision, MetricSpec, judge
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
@@ -174,3 +182,39 @@ def test_spans_from_the_opentelemetry_sdk_reach_the_judge(db_url: str) -> None:
     verdict = judge(evidence, [MetricSpec("error", kind="binary", margin=0.005)])
     assert verdict.decision is Decision.ROLLBACK, verdict.reason
     assert verdict.metric("error").n_candidate == 1_500
+
+
+class _SpanEventHook(Hook):
+    """An app's OpenFeature hook: each evaluation becomes a span event, as the SDK's own telemetry builds it."""
+
+    def after(self, hook_context: HookContext, details: Any, hints: Any) -> None:
+        event = create_evaluation_event(hook_context, details)
+        trace.get_current_span().add_event(event.name, {str(k): v for k, v in event.attributes.items()})
+
+
+def test_the_openfeature_sdks_own_evaluation_events_are_read(api: Service) -> None:
+    # Given an app using OpenFeature (our provider) and OpenTelemetry, recording each evaluation as a span event
+    # with the OpenFeature SDK's own `create_evaluation_event` (it writes the older feature_flag.variant)
+    spans = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+    openfeature.set_provider_and_wait(RolloutProvider.remote("http://testserver", api.tokens["read"],
+                                                             http_client=api.client))
+    client = openfeature.get_client()
+    client.add_hooks([_SpanEventHook()])
+    try:
+        with tracing.get_tracer("app").start_as_current_span("answer", attributes={
+                "gen_ai.usage.input_tokens": 300, "gen_ai.usage.output_tokens": 40}):
+            assert client.get_string_value("promoted", "x", EvaluationContext("user-9")) == "new-model"
+    finally:
+        openfeature.shutdown()
+    # When the SDK's spans are encoded as its OTLP exporter encodes them and sent
+    body = encode_spans(spans.get_finished_spans()).SerializeToString()
+    r = api.client.post("/v1/traces", content=body, headers={**api.auth("write"),
+                                                             "Content-Type": "application/x-protobuf"})
+    # Then one outcome of the promoted flag's served variant, for that unit, holds the span's metrics
+    assert r.status_code == 200
+    rows = _stored(api)
+    assert {(variant, metric) for variant, _, metric, _ in rows} == {
+        ("new-model", m) for m in ("latency_ms", "error", "input_tokens", "output_tokens", "tokens")}
+    assert ("new-model", "default", "tokens", 340.0) in rows
