@@ -115,3 +115,11 @@ def test_a_flag_with_an_array_payload_is_refused_when_created(api: Service) -> N
     r = api.client.post("/ofrep/v1/evaluate/flags/lists", json={"context": {"targetingKey": "u"}},
                         headers=api.auth("read"))
     assert r.json()["value"] == {"items": [1, 2]}
+
+
+def test_cors_is_off_unless_an_origin_is_configured(shared_api: Service) -> None:
+    # Given the service with default settings, When a browser preflights the bulk endpoint from some origin
+    r = shared_api.client.options(BULK, headers={"Origin": "http://app.example.test",
+                                                 "Access-Control-Request-Method": "POST"})
+    # Then no origin is allowed (the allowed case runs against a real server in test_ofrep_clients.py)
+    assert "access-control-allow-origin" not in r.headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -218,3 +219,13 @@ def test_the_openfeature_sdks_own_evaluation_events_are_read(api: Service) -> No
     assert {(variant, metric) for variant, _, metric, _ in rows} == {
         ("new-model", m) for m in ("latency_ms", "error", "input_tokens", "output_tokens", "tokens")}
     assert ("new-model", "default", "tokens", 340.0) in rows
+
+
+def test_a_gzip_body_is_read_as_otlp_allows(api: Service) -> None:
+    # Given a protobuf export compressed as OTLP exporters do with compression=gzip
+    body = gzip.compress(json_format.ParseDict(_request(GOOD), ExportTraceServiceRequest()).SerializeToString())
+    # When it is sent with Content-Encoding: gzip, Then it is stored like any other
+    r = api.client.post("/v1/traces", content=body, headers={
+        **api.auth("write"), "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert len(_stored(api)) == 6
