@@ -67,24 +67,38 @@ INPUT_TOKENS, OUTPUT_TOKENS = "gen_ai.usage.input_tokens", "gen_ai.usage.output_
 MAX_REASONS = 5  # reasons quoted in error_message; the count covers them all
 
 
-def _value(any_value: Any) -> Any:
-    kind = any_value.WhichOneof("value")
-    if kind in ("string_value", "bool_value", "int_value", "double_value"):
-        return getattr(any_value, kind)
-    return None  # arrays, maps and bytes carry nothing a flag or a metric can use
+_SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+_READ_PREFIXES = ("feature_flag.", "gen_ai.usage.")
 
 
-def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in pairs}
+def wanted_attributes(settings: ApiSettings) -> frozenset[str]:
+    """Attribute keys read besides the feature_flag.* and gen_ai.usage.* ones."""
+    names = (settings.otlp_unit_attribute, *UNIT_FALLBACKS, settings.otlp_cost_attribute,
+             settings.otlp_quality_attribute)
+    return frozenset(n for n in names if n)
 
 
-def evaluations(span: Span) -> Iterator[dict[str, Any]]:
+def _attributes(pairs: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, Any]:
+    # Spans carry many attributes we never read (http.*, db.*, ...): decoding a protobuf value is the
+    # costliest step per span (measured: most of the conversion time), so only the keys we read are decoded.
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        key = kv.key
+        if key in wanted or key.startswith(_READ_PREFIXES):
+            value = kv.value
+            kind = value.WhichOneof("value")
+            if kind in _SCALARS:  # arrays, maps and bytes carry nothing a flag or a metric can use
+                out[key] = getattr(value, kind)
+    return out
+
+
+def evaluations(span: Span, wanted: frozenset[str]) -> Iterator[dict[str, Any]]:
     """The flag evaluations a span names: its own attributes, then each event that has a flag key."""
-    own = _attributes(span.attributes)
+    own = _attributes(span.attributes, wanted)
     if own.get(FLAG_KEY) is not None:
         yield own
     for event in span.events:
-        attrs = _attributes(event.attributes)
+        attrs = _attributes(event.attributes, wanted)
         if attrs.get(FLAG_KEY) is not None:
             yield {**own, **attrs}  # the event's attributes win; the span's give the unit and metrics
 
@@ -128,14 +142,16 @@ def spans_to_outcomes(request: ExportTraceServiceRequest, flags: dict[str, Any],
     entries: list[OutcomeEntry] = []
     rejected = 0
     reasons: list[str] = []
+    wanted = wanted_attributes(settings)
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
+        resource = _attributes(resource_spans.resource.attributes, wanted)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 found: list[OutcomeEntry] = []
                 try:
-                    for attrs in evaluations(span):
-                        attrs = {**resource, **attrs}
+                    for attrs in evaluations(span, wanted):
+                        if resource:
+                            attrs = {**resource, **attrs}
                         flag = attrs[FLAG_KEY]
                         compiled = flags.get(flag) if isinstance(flag, str) else None
                         if compiled is None:
