@@ -94,9 +94,18 @@ def test_the_python_ofrep_provider_resolves_every_golden_case(served: Served) ->
     assert mismatches(results) == []
 
 
+def _node_clients() -> None:
+    """The pinned Node clients (package-lock.json), installed with `npm ci` on a fresh clone (.ci/run does too)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("Node 20 and npm are needed for the stock Node OFREP clients")
+    if not (NODE_DIR / "node_modules").is_dir():
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"npm ci in tests/node failed: {done.stderr[-2000:]}"
+
+
 def run_node(mode: str, served: Served, tmp_path: Path) -> list[dict[str, Any]]:
-    if shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir():
-        pytest.fail("the Node clients are not installed: run `npm ci` in tests/node (.ci/run does)")
+    _node_clients()
     cases = tmp_path / "cases.json"
     cases.write_text(json.dumps(CASES), encoding="utf-8")
     done = subprocess.run(["node", "resolve.mjs", mode, served.base_url, served.tokens["read"], str(cases)],
