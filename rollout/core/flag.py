@@ -101,6 +101,26 @@ def _check_scalar(attribute: str, value: Any) -> None:
         )
 
 
+def check_payload(variant: str, payload: Any) -> None:
+    """A variant's payload is what OpenFeature serves as the flag's value, so it must be one of its types.
+
+    Text, a number, a boolean, an object (a JSON object) or none. A JSON array
+    is refused: OpenFeature's and OFREP's object values are objects, so an
+    array would reach an app as a value no typed getter can return.
+    """
+    if payload is None or isinstance(payload, (str, int, float, bool)):
+        return
+    if isinstance(payload, Mapping):
+        if not all(isinstance(k, str) for k in payload):
+            raise InvalidFlagError(f"the payload of variant {variant!r} must have text keys")
+        return
+    kind = "a JSON array" if isinstance(payload, (list, tuple)) else type(payload).__name__
+    raise InvalidFlagError(
+        f"the payload of variant {variant!r} is {kind}; a payload is text, a number, a boolean or an object "
+        f"(wrap a list in an object, e.g. {{\"items\": [...]}})"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Stratum:
     """A named segment; a unit belongs to it when every condition matches."""

@@ -252,6 +252,10 @@ class RolloutClient:
         """Reload the snapshot now if anything changed (the background threads do this by themselves)."""
         return self._snapshot.refresh()
 
+    def flag_versions(self) -> dict[str, int]:
+        """Each flag's version in the current snapshot: what a watcher compares to see which flags changed."""
+        return {key: compiled.state.version for key, compiled in self._snapshot.flags.items()}
+
     @property
     def stats(self) -> ClientStats:
         snap, buf = self._snapshot, self._buffer

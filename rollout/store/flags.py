@@ -22,6 +22,7 @@ from rollout.core.flag import (
     BUCKETS,
     DEFAULT_STRATUM,
     KEY_PATTERN,
+    check_payload,
     FlagState,
     Phase,
     Stratum,
@@ -180,6 +181,7 @@ def create_flag(
     for name in names:
         if not isinstance(name, str) or not KEY_PATTERN.match(name):
             raise InvalidFlagError(f"variant {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+        check_payload(name, payloads[name])
     strata = tuple(strata)
     salt = salt or secrets.token_hex(8)
     # Validate the whole definition before touching the database.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rollout.core import FlagState, Stratum, percent_to_bp
+from rollout.core.flag import check_payload
 from rollout.errors import InvalidFlagError
 
 
@@ -44,3 +45,17 @@ def test_percent_to_basis_points(percent: float, bp: int) -> None:
 def test_impossible_percentages_are_refused(percent: object) -> None:
     with pytest.raises(InvalidFlagError):
         percent_to_bp(percent)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("payload", "ok"), [
+    (None, True), ("text", True), (3, True), (0.5, True), (False, True), ({"max_tokens": 256}, True),
+    ({"items": [1, 2]}, True),
+    ([1, 2], False), ((1, 2), False), ({1: "x"}, False), ({1, 2}, False),
+])
+def test_a_variant_payload_is_an_openfeature_value_never_an_array(payload: object, ok: bool) -> None:
+    # Given a payload, When it is checked, Then text, numbers, booleans, objects pass and arrays are refused
+    if ok:
+        check_payload("v", payload)
+    else:
+        with pytest.raises(InvalidFlagError):
+            check_payload("v", payload)

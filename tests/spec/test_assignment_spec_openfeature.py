@@ -31,7 +31,7 @@ def of_observed(details: Any) -> dict[str, Any]:
 
 
 def run_cases(provider: RolloutProvider) -> list[Any]:
-    openfeature.set_provider(provider)
+    openfeature.set_provider_and_wait(provider)
     client = openfeature.get_client()
     failures = []
     try:

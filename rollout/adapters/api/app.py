@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -26,7 +27,7 @@ from rollout.adapters.api.common import ServiceState, error
 from rollout.adapters.api.fastlane import FastLane
 from rollout.adapters.api.limits import BodyLimitMiddleware
 from rollout.adapters.api.metrics import Metrics, TimingMiddleware
-from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, outcomes, rollouts
+from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, otlp, outcomes, rollouts
 from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal, ServiceSnapshot
 from rollout.sdk.snapshot import Refresher
@@ -35,7 +36,9 @@ from rollout.store.db import database_url, make_engine
 
 log = logging.getLogger("rollout.api")
 
-ROUTERS = (flags.router, evaluate.router, outcomes.router, rollouts.router, ofrep.router, ops.router)
+# ofrep.fallback last: it answers, in OFREP's shape, the /ofrep paths no other route serves.
+ROUTERS = (flags.router, evaluate.router, outcomes.router, rollouts.router, ofrep.router, ops.router,
+           otlp.router, ofrep.fallback)
 
 DESCRIPTION = """\
 Flag state for apps in any language. Every route except `/healthz` needs an API token
@@ -88,7 +91,11 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
                        prefixed={("POST", "/ofrep/v1/evaluate/flags/"): (ofrep.evaluate_flag,
                                                                         "/ofrep/v1/evaluate/flags/{key}")})
     app.add_middleware(TimingMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # added last: runs first
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # off by default; outermost, so a preflight is answered before anything else
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match"],
+                           expose_headers=["ETag", "Retry-After"], max_age=600)
     return app
 
 

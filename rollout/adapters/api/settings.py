@@ -26,6 +26,19 @@ class ApiSettings:
     token_ttl: float = 2.0
     """How long a verified token is trusted before it is read again: the delay for a revocation to bite."""
 
+    cors_origins: str | None = None
+    """Browser origins allowed to call the service (CORS), comma-separated, or "*"; none by default."""
+    otlp_unit_attribute: str = "feature_flag.context.id"
+    """OTLP: the span attribute that names the unit (then `user.id`, `enduser.id`, `session.id` are tried)."""
+    otlp_cost_attribute: str | None = "gen_ai.usage.cost"
+    """OTLP: a numeric span attribute stored as the metric `cost` (none: no cost)."""
+    otlp_quality_attribute: str | None = "gen_ai.evaluation.score"
+    """OTLP: a numeric span attribute stored as the metric `quality` (none: no quality)."""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:
         values: dict[str, object] = {}

@@ -135,7 +135,9 @@ class ServiceSnapshot:
                 for ns, flags in grouped.items():
                     view = NamespaceView.build(ns, flags, {k: ids[(ns, k)] for k in flags})
                     previous = old.get(ns)
-                    views[ns] = previous if previous is not None and previous.etag == view.etag else view
+                    # Not after an outage: the previous views hold flags compiled as stale.
+                    keep = previous is not None and previous.etag == view.etag and not self.stale
+                    views[ns] = previous if keep else view  # type: ignore[assignment]
                 self._views = views
                 self.fingerprint = fp
                 self.version = fp[1]

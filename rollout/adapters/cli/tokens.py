@@ -100,6 +100,9 @@ def serve_cmd(
     workers: Annotated[int, typer.Option("--workers", help="Worker processes", min=1, max=64)] = 1,
     rate_limit: Annotated[float | None, typer.Option("--rate-limit", help="Requests/s per token and worker "
                                                                           "(0: off) [default: 1000]")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", help="A browser origin allowed to call the service (repeat for more; '*' for any). "
+                              "Off by default")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
     """Run the HTTP flag service (flags, evaluate, OFREP, outcomes, rollback) under uvicorn."""
@@ -121,7 +124,8 @@ def serve_cmd(
                                 f"(run `rollout db upgrade`): {type(exc).__name__}") from None
     finally:
         engine.dispose()
-    settings = ApiSettings.from_env(database_url=url, rate_limit=rate_limit)
+    settings = ApiSettings.from_env(database_url=url, rate_limit=rate_limit,
+                                    cors_origins=",".join(cors_origin) if cors_origin else None)
     # Worker processes rebuild the settings from the environment.
     os.environ.update(settings.to_env())
     uvicorn.run("rollout.adapters.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,

@@ -80,17 +80,21 @@ def api(db_url: str) -> Iterator[Service]:
     yield from build_service(db_url, rate_limit=0)
 
 
+def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str) -> str:
+    """A migrated, empty database for a module-scoped fixture parametrised over BACKENDS."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp(name) / "rollout.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("scratch_postgres").create(f"rollout_{name}")
+    migrate.upgrade(url)
+    return url
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def shared_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One database and service for a whole module, for tests that only read or check deltas."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("api") / "rollout.db"
-        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
-        url = f"sqlite:///{path}"
-    else:
-        url = request.getfixturevalue("scratch_postgres").create("rollout_api")
-        migrate.upgrade(url)
-    yield from build_service(url, rate_limit=0)
+    yield from build_service(module_database(request, tmp_path_factory, "api"), rate_limit=0)
 
 
 from bench.server import RunningServer, free_port, start_server, stop_server  # noqa: E402,F401

@@ -44,7 +44,7 @@ def provider_for(api: Service, mode: str) -> RolloutProvider:
 @pytest.fixture(params=["in_process", "remote"])
 def of_client(request: pytest.FixtureRequest, with_payloads: Service) -> Iterator[object]:
     provider = provider_for(with_payloads, request.param)
-    openfeature.set_provider(provider)
+    openfeature.set_provider_and_wait(provider)
     yield openfeature.get_client()
     openfeature.shutdown()
 
@@ -73,7 +73,7 @@ def test_details_carry_variant_reason_and_metadata(of_client) -> None:  # type: 
 def test_tracking_records_outcomes_in_the_units_arm(with_payloads: Service, mode: str) -> None:
     # Given a provider, When the app tracks an event for a unit of the internal stratum
     provider = provider_for(with_payloads, mode)
-    openfeature.set_provider(provider)
+    openfeature.set_provider_and_wait(provider)
     client = openfeature.get_client()
     ctx = EvaluationContext("user-1", {"email_domain": "example.com"})
     client.track("summarizer", ctx, TrackingEventDetails(value=1.0, attributes={"latency_ms": 640, "note": "x"}))
