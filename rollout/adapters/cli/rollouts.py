@@ -10,12 +10,11 @@ from typing import Annotated, Any
 
 import typer
 
+from rollout.adapters.cli.common import ByOption, JsonOption, print_table, table
 from rollout.errors import InvalidInputError
 
 plan_app = typer.Typer(help="Rollout plans.", no_args_is_help=True)
 
-ByOption = Annotated[str | None, typer.Option("--by", help="Who is acting [default: OS user]")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
@@ -82,7 +81,7 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
-        typer.echo(_status_text(info))
+        _print_status(info)
 
     @app.command("approve")
     def approve(
@@ -114,17 +113,24 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
             typer.echo(json.dumps(info, indent=2))
             return
         typer.echo(f"decisions of rollout #{info['rollout']}:" if info["rollout"] else "no rollout yet")
-        for d in info["decisions"]:
-            typer.echo(f"  {d['at'][11:19]} #{d['sequence']:<4} stage {d['stage_index']:<2} {d['verdict']:<9} "
-                       f"{d['action']:<17} {d['reason']}")
+        if info["decisions"]:
+            rows = table("AT", "#", "STAGE", "VERDICT", "ACTION", "REASON", right=("#", "STAGE"))
+            for d in info["decisions"]:
+                rows.add_row(d["at"][11:19], str(d["sequence"]), str(d["stage_index"]), d["verdict"], d["action"],
+                             d["reason"])
+            print_table(rows)
         if info["approvals"]:
             typer.echo("approvals:")
+            rows = table("AT", "STAGE", "ANSWER", "COMMENT", right=("STAGE",))
             for a in info["approvals"]:
-                typer.echo(f"  {a['at'][11:19]} stage {a['stage_index']} {'approved' if a['approved'] else 'rejected'} "
-                           f"by {a['approver']} {a['comment']}")
+                rows.add_row(a["at"][11:19], str(a["stage_index"]),
+                             f"{'approved' if a['approved'] else 'rejected'} by {a['approver']}", a["comment"])
+            print_table(rows)
         typer.echo("audit log:")
+        rows = table("AT", "ACTOR", "ACTION", "REASON")
         for e in info["audit"]:
-            typer.echo(f"  {e['at'][:19]} {e['actor']:<20} {e['action']:<22} {e['reason']}")
+            rows.add_row(e["at"][:19], e["actor"], e["action"], e["reason"])
+        print_table(rows)
 
     @app.command("watch")
     def watch(
@@ -178,35 +184,42 @@ def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, de
     typer.echo(f"watch it: {ui}/runs/flow-run/{flow_run.id}   or   rollout watch {document['flag']}")
 
 
-def _status_text(info: dict[str, Any]) -> str:
+def _print_status(info: dict[str, Any]) -> None:
     flag, r = info["flag"], info["rollout"]
     alloc = ", ".join(f"{n} {bp / 100:g} %" for n, bp in flag["allocations"].items())
-    lines = [f"flag      {flag['key']}: {flag['phase']} (version {flag['version']}), {flag['baseline']} -> {flag['candidate']}",
-             f"allocated {alloc}"]
+    typer.echo(f"flag      {flag['key']}: {flag['phase']} (version {flag['version']}), "
+               f"{flag['baseline']} -> {flag['candidate']}")
+    typer.echo(f"allocated {alloc}")
     if r is None:
-        lines.append("rollout   none yet")
-        return "\n".join(lines)
+        typer.echo("rollout   none yet")
+        return
     lost = "  ** LOST: its controller stopped renewing the lease; start it again to take over **" if r["lost"] else ""
-    lines.append(f"rollout   #{r['id']} {r['status']}, stage {r['stage_index'] + 1} of {len(r['stages'])}"
-                 f" ({r['stage'] or '-'}), started by {r['started_by']}{lost}")
-    lines.append(f"why       {r['reason']}")
+    typer.echo(f"rollout   #{r['id']} {r['status']}, stage {r['stage_index'] + 1} of {len(r['stages'])}"
+               f" ({r['stage'] or '-'}), started by {r['started_by']}{lost}")
+    typer.echo(f"why       {r['reason']}")
     if r["pending_approval"]:
-        lines.append(f"waiting   for approval of stage {r['pending_approval']}: rollout approve {flag['key']} --by NAME")
-    for stage, rows in (r.get("eval") or {}).items():
-        for row in rows:
-            lines.append(f"eval {stage:<8} {row['category']:<12} {row['cases']:>4} cases  baseline "
-                         f"{row['baseline pass rate']:.0%}  candidate {row['candidate pass rate']:.0%}  {row['verdict']}")
+        typer.echo(f"waiting   for approval of stage {r['pending_approval']}: rollout approve {flag['key']} --by NAME")
+    evals = [(stage, row) for stage, rows in (r.get("eval") or {}).items() for row in rows]
+    if evals:
+        rows = table("EVAL", "CATEGORY", "CASES", "BASELINE", "CANDIDATE", "VERDICT",
+                     right=("CASES", "BASELINE", "CANDIDATE"))
+        for stage, row in evals:
+            rows.add_row(stage, row["category"], str(row["cases"]), f"{row['baseline pass rate']:.0%}",
+                         f"{row['candidate pass rate']:.0%}", row["verdict"])
+        print_table(rows)
     check = r["last_check"]
     if check:
-        lines.append(f"last check #{check['sequence']} at {check['at'][11:19]}: {check['verdict']} -> {check['action']}")
-        for m in check["metrics"]:
-            lines.append(f"  {m['metric']:<12} {m['verdict']:<13} estimate {_fmt(m['estimate'])} "
-                         f"[{_fmt(m['lower'])}, {_fmt(m['upper'])}] margin {_fmt(m['margin'])} "
-                         f"n {m['n_baseline']}/{m['n_candidate']}")
+        typer.echo(f"last check #{check['sequence']} at {check['at'][11:19]}: {check['verdict']} -> {check['action']}")
+        if check["metrics"]:
+            rows = table("METRIC", "VERDICT", "ESTIMATE", "BOUNDS", "MARGIN", "N BASE/CAND",
+                         right=("ESTIMATE", "MARGIN", "N BASE/CAND"))
+            for m in check["metrics"]:
+                rows.add_row(m["metric"], m["verdict"], _fmt(m["estimate"]), f"[{_fmt(m['lower'])}, {_fmt(m['upper'])}]",
+                             _fmt(m["margin"]), f"{m['n_baseline']}/{m['n_candidate']}")
+            print_table(rows)
         for h in check["health"]:
             if not h["ok"]:
-                lines.append(f"  health: {h['name']}: {h['reason']}")
-    return "\n".join(lines)
+                typer.echo(f"  health: {h['name']}: {h['reason']}")
 
 
 def _fmt(x: float | None) -> str:
