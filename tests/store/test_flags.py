@@ -109,7 +109,7 @@ def test_racing_writers_never_both_win(engine: Engine) -> None:
             outcomes.append("won")
         except (VersionConflictError, StoreUnavailableError, DBAPIError):
             # PostgreSQL reports the lost race as a version conflict; SQLite may
-            # instead refuse the second writer's lock. Either way, nothing lands.
+            # instead refuse the second writer's lock (the store says: unavailable). Either way, nothing lands.
             outcomes.append("lost")
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
