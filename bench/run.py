@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, http_service, propagation, record, shadow  # noqa: E402
+from bench import assign, http_service, install_size, propagation, record, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
     args = parser.parse_args()
     if args.quick:
-        assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
+        assign.BATCHES, record.OUTCOMES, record.RUNS, propagation.RUNS = 20, 20_000, 1, 5
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
 
@@ -50,6 +50,7 @@ def main() -> None:
         ("Propagation: a rollback reaching a running client", propagation),
         ("Shadow: overhead of shadow() on the caller", shadow),
         ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
+        ("Install size: the core for apps, GrowthBook's SDK, everything", install_size),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()
