@@ -61,8 +61,8 @@ def size_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def measure(label: str, *requirements: str, work: Path) -> dict[str, float | str]:
-    python = fresh_venv(work / label.replace(" ", "_").replace("[", "").replace("]", ""))
+def measure(label: str, name: str, *requirements: str, work: Path) -> dict[str, float | str]:
+    python = fresh_venv(work / name)
     started = time.monotonic()
     install(python, *requirements)
     seconds = time.monotonic() - started
@@ -75,9 +75,9 @@ def run() -> tuple[str, dict[str, float]]:
         work = Path(tmp)
         wheel = build_wheel(work / "dist")
         results = [
-            measure("rollout (core: the SDK)", str(wheel), work=work),
-            measure("growthbook (its Python SDK)", "growthbook", work=work),
-            measure("rollout[all]", f"rollout[all] @ {wheel.as_uri()}", work=work),
+            measure("rollout (core: the SDK)", "core", str(wheel), work=work),
+            measure("growthbook (its Python SDK)", "growthbook", "growthbook", work=work),
+            measure("rollout[all]", "all", f"rollout[all] @ {wheel.as_uri()}", work=work),
         ]
     rows = [[str(r["label"]), str(r["packages"]), f"{r['mib']:.1f}", f"{r['seconds']:.0f}"] for r in results]
     figures = {f"install_{i}_{key}": float(r[key]) for i, r in enumerate(results) for key in ("packages", "mib")}

@@ -1,7 +1,8 @@
 """The `rollout` command line, for release managers and operators.
 
 Every change is audited with the actor (`--by`, default the OS user). Bad
-input prints one line on stderr, exits with code 2 and writes nothing.
+input prints one line on stderr, exits with code 2 and writes nothing; what
+each error exits with is decided in `rollout.adapters.cli.errors`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rollout.adapters.cli import errors
 from rollout.adapters.cli import rollouts as rollout_commands
 from rollout.adapters.cli.common import (
     ByOption,
@@ -26,7 +28,6 @@ from rollout.adapters.cli.common import (
 )
 from rollout.adapters.cli.tokens import serve_cmd, token_app
 from rollout.core.flag import FlagState, Stratum, percent_to_bp
-from rollout.adapters.cli import errors
 from rollout.errors import InvalidFlagError, RolloutError
 
 app = typer.Typer(help="Roll out a new model, prompt or agent safely.", no_args_is_help=True,
