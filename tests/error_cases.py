@@ -1,8 +1,7 @@
 """One example of every error class in `rollout.errors`, for the tables that map the tree at a boundary.
 
-`EXAMPLES` must name every class the module exports: a new error without an
-entry here fails `test_every_error_class_has_an_example`, so it cannot reach a
-boundary unmapped and untested.
+`EXAMPLES` must name every class the module exports: the boundary tests check
+that, so a new error cannot reach a boundary unmapped and untested.
 """
 
 from __future__ import annotations
@@ -31,7 +30,3 @@ EXAMPLES: dict[str, errors.RolloutError] = {
     "StoreUnavailableError": errors.StoreUnavailableError("database unavailable: connection refused"),
 }
 
-
-def test_every_error_class_has_an_example() -> None:
-    assert set(EXAMPLES) == set(errors.__all__)
-    assert all(type(e).__name__ == name for name, e in EXAMPLES.items())

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from rollout.adapters.api import ApiSettings, create_app
 from rollout.adapters.api.errors import STATUS, status_of
 from rollout.errors import RolloutError
+import rollout.errors
 from tests.error_cases import EXAMPLES
 
 # class -> (status, header that must come with it)
@@ -54,7 +55,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def test_every_error_class_has_an_expected_status() -> None:
-    assert set(EXPECTED) == set(EXAMPLES)
+    assert set(EXPECTED) == set(EXAMPLES) == set(rollout.errors.__all__)
+    assert all(type(e).__name__ == name for name, e in EXAMPLES.items())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rollout.adapters.cli import errors as cli_errors
+import rollout.errors
 from tests.error_cases import EXAMPLES
 
 # class -> exit code: 2 the caller can fix it, 1 a fault the command line cannot fix
@@ -32,7 +33,8 @@ EXPECTED: dict[str, int] = {
 
 
 def test_every_error_class_has_an_expected_code() -> None:
-    assert set(EXPECTED) == set(EXAMPLES)
+    assert set(EXPECTED) == set(EXAMPLES) == set(rollout.errors.__all__)
+    assert all(type(e).__name__ == name for name, e in EXAMPLES.items())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
