@@ -66,8 +66,12 @@ def measure(label: str, name: str, *requirements: str, work: Path) -> dict[str, 
     started = time.monotonic()
     install(python, *requirements)
     seconds = time.monotonic() - started
-    return {"label": label, "packages": len(distributions(python)), "mib": size_bytes(site_packages(python)) / 2**20,
-            "seconds": seconds}
+    site = site_packages(python)
+    entries = sorted(((size_bytes(p) if p.is_dir() else p.stat().st_size, p.name) for p in site.iterdir()
+                      if not p.name.endswith(".dist-info")), reverse=True)
+    largest = ", ".join(f"{name} {size / 2**20:.0f}" for size, name in entries[:3])
+    return {"label": label, "packages": len(distributions(python)), "mib": size_bytes(site) / 2**20,
+            "seconds": seconds, "largest": largest}
 
 
 def run() -> tuple[str, dict[str, float]]:
@@ -79,9 +83,11 @@ def run() -> tuple[str, dict[str, float]]:
             measure("growthbook (its Python SDK)", "growthbook", "growthbook", work=work),
             measure("rollout[all]", "all", f"rollout[all] @ {wheel.as_uri()}", work=work),
         ]
-    rows = [[str(r["label"]), str(r["packages"]), f"{r['mib']:.1f}", f"{r['seconds']:.0f}"] for r in results]
+    rows = [[str(r["label"]), str(r["packages"]), f"{r['mib']:.1f}", str(r["largest"]), f"{r['seconds']:.0f}"]
+            for r in results]
     figures = {f"install_{i}_{key}": float(r[key]) for i, r in enumerate(results) for key in ("packages", "mib")}
-    md = table(["install (fresh venv, from this tree's wheel)", "packages", "MiB on disk", "install s"], rows)
+    md = table(["install (fresh venv, from this tree's wheel)", "packages", "MiB on disk", "largest three (MiB)",
+                "install s"], rows)
     md += ("\n\nPackages count every distribution in the venv's site-packages (the project itself included); "
            "the venvs are made without pip, so none of it is tooling. Install time is from the local package "
            "mirror and pip's cache, so it shows the relative weight, not a download over the internet.")
