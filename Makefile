@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_ENABLED := false
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[all,test,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)

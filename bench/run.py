@@ -16,11 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-<<<<<<< HEAD
-from bench import assign, http_service, online_evals, propagation, record, shadow  # noqa: E402
-=======
-from bench import assign, http_service, otlp, propagation, record, shadow  # noqa: E402
->>>>>>> i13-standards
+from bench import assign, http_service, install_size, online_evals, otlp, propagation, record, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -42,14 +38,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
     args = parser.parse_args()
     if args.quick:
-        assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
+        assign.BATCHES, record.OUTCOMES, record.RUNS, propagation.RUNS = 20, 20_000, 1, 5
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
-<<<<<<< HEAD
         online_evals.SAMPLES = 300
-=======
         otlp.SPAN_BATCHES, otlp.OFREP_SECONDS = 20, 3.0
->>>>>>> i13-standards
 
     sections: list[tuple[str, str]] = []
     started = time.time()
@@ -59,11 +52,9 @@ def main() -> None:
         ("Propagation: a rollback reaching a running client", propagation),
         ("Shadow: overhead of shadow() on the caller", shadow),
         ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
-<<<<<<< HEAD
         ("Online judges: grading throughput and budget", online_evals),
-=======
         ("Standards in: OTLP span ingestion, OFREP bulk evaluation with ETags", otlp),
->>>>>>> i13-standards
+        ("Install size: the core for apps, GrowthBook's SDK, everything", install_size),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()

@@ -1,3 +1,3 @@
-from rollout.adapters.cli.main import main
+from rollout.adapters.cli import main
 
 main()

@@ -7,16 +7,19 @@
     │   └── InvalidPlanError          a rollout plan; `.problems` lists every problem
     ├── NotFoundError                 the thing named does not exist
     │   ├── FlagNotFoundError         no flag with that key (in that namespace)
+    │   ├── RolloutNotFoundError      no rollout with that id
     │   └── TokenNotFoundError        no API token with that name (in that namespace)
-    ├── ConflictError                 the state moved under the caller; nothing was written
+    ├── ConflictError                 the state moved under the caller, or the name is taken; nothing was written
     │   ├── FlagExistsError           a flag with that key exists already
+    │   ├── TokenExistsError          an API token with that name exists already in the namespace
     │   ├── VersionConflictError      compare-and-set on the flag version lost
     │   └── RolloutActiveError        the flag already has an active rollout
     ├── AccessError                   an HTTP API caller may not do this; nothing was done
     │   ├── AuthenticationError       no token, an unknown or a revoked one (HTTP 401)
     │   ├── PermissionDeniedError     the token's scope is too small (HTTP 403)
     │   └── RateLimitedError          the token is over its request rate; `.retry_after` s (HTTP 429)
-    └── StoreUnavailableError         the database could not be reached or answered
+    └── StoreUnavailableError         the database could not be reached or answered; the
+                                      driver's error is kept as `__cause__`
 
 Two rules hold everywhere:
 
@@ -25,6 +28,14 @@ Two rules hold everywhere:
   `Assignment.error_code`, in OpenFeature's words.
 * Every `InvalidInputError` is raised before anything changes, so a rejected
   call leaves the database and the client's buffers as they were.
+
+At the boundaries the tree is translated in one place each: the store turns
+the driver's connection faults into `StoreUnavailableError`
+(`rollout.store.db.transaction`); the HTTP API maps each class to a status
+(`rollout.adapters.api.errors`: input 422, not found 404, conflict 409, access
+401/403/429, store 503); the CLI maps each class to an exit code
+(`rollout.adapters.cli.errors`: 2 for anything the caller can fix, 1 for a
+fault). Anything else is a bug: HTTP 500, exit code 1.
 """
 
 from __future__ import annotations
@@ -46,7 +57,9 @@ __all__ = [
     "RateLimitedError",
     "RolloutActiveError",
     "RolloutError",
+    "RolloutNotFoundError",
     "StoreUnavailableError",
+    "TokenExistsError",
     "TokenNotFoundError",
     "VersionConflictError",
 ]
@@ -89,6 +102,14 @@ class FlagNotFoundError(NotFoundError):
         super().__init__(f"unknown flag {key!r}" + (f" ({detail})" if detail else ""))
 
 
+class RolloutNotFoundError(NotFoundError):
+    """No rollout with that id."""
+
+    def __init__(self, rollout_id: int) -> None:
+        self.rollout_id = rollout_id
+        super().__init__(f"unknown rollout #{rollout_id}")
+
+
 class TokenNotFoundError(NotFoundError):
     """No API token with that name in that namespace."""
 
@@ -119,6 +140,10 @@ class ConflictError(RolloutError):
 
 class FlagExistsError(ConflictError):
     """A flag with that key exists already."""
+
+
+class TokenExistsError(ConflictError):
+    """An API token with that name exists already in the namespace."""
 
 
 class VersionConflictError(ConflictError):

@@ -39,9 +39,9 @@ def judge_sizing(stage: Stage) -> JudgeSizing:
 
     A shadow stage compares pairs (far tighter), so it plans for fewer.
     """
-    from rollout.core.plan import StageKind
-
-    planned_floor = 500 if stage.kind is StageKind.SHADOW else 1_000
+    # StageKind is a StrEnum; comparing by value keeps plan (which imports flag, which imports
+    # this module) out of this module's imports.
+    planned_floor = 500 if stage.kind == "shadow" else 1_000
     return JudgeSizing(min_samples=max(20, min(stage.min_samples, 100)),
                        planned_samples=max(stage.min_samples, planned_floor))
 

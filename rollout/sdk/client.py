@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,14 +11,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollout.sdk.buffer import OutcomeBuffer
+from rollout.sdk.outcomes import outcome_entry
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
 from rollout.sdk.snapshot import Refresher, Snapshot
-from rollout.core.outcome import validate_metrics, validate_unit
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Phase, Reason
 from rollout.core.assignment import error_assignment
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError
 from rollout.store.db import make_engine
-from rollout.store.outcomes import OutcomeEntry, insert_outcomes
+from rollout.store.outcomes import insert_outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,50 +285,7 @@ class RolloutClient:
         self.close()
 
 
-def outcome_entry(
-    compiled: CompiledFlag,
-    flag_id: int,
-    unit_id: Any,
-    metrics: Any,
-    *,
-    variant: Any = None,
-    attributes: Any = None,
-    at: float,
-    pair_id: int | None = None,
-) -> OutcomeEntry:
-    """One outcome, validated and ready to store, or InvalidOutcomeError.
-
-    The one validation of an outcome: `record()` and the HTTP service's
-    `POST /v1/outcomes` both call it, so both refuse exactly the same input.
-    """
-    unit = validate_unit(unit_id)
-    values = validate_metrics(metrics)
-    if attributes is not None and not isinstance(attributes, Mapping):
-        raise InvalidOutcomeError(f"attributes must be a mapping, got {type(attributes).__name__}")
-    state = compiled.state
-    if variant is None:
-        assignment = compiled.evaluate(unit, attributes)
-        variant, stratum = assignment.variant, assignment.stratum
-    elif not isinstance(variant, str) or variant not in (state.baseline, state.candidate):
-        raise InvalidOutcomeError(
-            f"variant {variant!r} is not an arm of {state.key!r} ({state.baseline!r} or {state.candidate!r})"
-        )
-    else:
-        stratum = compiled.stratum_of(attributes)
-    prefix = (flag_id, state.rollout_id, state.stage, variant, stratum, _unit_hash(state.salt, unit))
-    if pair_id is not None:
-        # Shadow runs pair a baseline and a candidate outcome of one request (see rollout.store.outcomes).
-        prefix = (*prefix, pair_id)
-    return (prefix, values, at)
-
-
 _SHADOW = Phase.SHADOW
-
-
-def _unit_hash(salt: str, unit_id: str) -> int:
-    """A keyed 64-bit hash: enough to pair a unit's outcomes, not enough to read its id back."""
-    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 __all__ = ["Assignment", "ClientStats", "Reason", "Retry", "RolloutClient", "ShadowStats", "outcome_entry"]

@@ -51,6 +51,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollout.sdk.buffer import OutcomeBuffer
+from rollout.sdk.outcomes import outcome_entry
 from rollout.core import CompiledFlag
 from rollout.core.scorers import Scorer, as_scorers, as_text
 from rollout.store.shadow_outputs import insert_shadow_outputs
@@ -498,9 +499,6 @@ class ShadowRunner:
                 self._idle.notify_all()
 
     def _store_pair(self, pair: _Pair) -> None:
-        # Imported here: client.py imports this module, and outcome_entry lives there.
-        from rollout.sdk.client import outcome_entry
-
         base, cand = pair.baseline_arm, pair.candidate_arm
         assert base is not None and cand is not None
         if base.skipped or cand.skipped:

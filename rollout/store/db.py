@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rollout.errors import InvalidInputError, VersionConflictError
+from rollout.errors import InvalidInputError, StoreUnavailableError, VersionConflictError
+from rollout.store.retry import is_transient
 
 T = TypeVar("T")
 
@@ -68,9 +71,32 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
+def store_faults() -> Iterator[None]:
+    """Turn the driver's "the database is not there" faults into `StoreUnavailableError`.
+
+    What counts is `retry.is_transient` (unreachable, connection lost, timed
+    out, SQLite busy), so "unavailable" and "worth retrying" are one rule. The
+    driver's error stays as `__cause__`; answers such as a constraint
+    violation pass through unchanged.
+    """
+    try:
+        yield
+    except (SQLAlchemyError, *_DRIVER_FAULTS) as exc:
+        if isinstance(exc, SQLAlchemyError) and not is_transient(exc):
+            raise
+        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise StoreUnavailableError(f"database unavailable: {detail}") from exc
+
+
+# The PostgreSQL COPY path speaks to psycopg directly, so its faults arrive unwrapped.
+_DRIVER_FAULTS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError,
+                                               sqlite3.OperationalError)
+
+
+@contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    with session_factory(engine)() as session, session.begin():
+    """One unit of work: commit on success, roll back on any error; faults of the database are `StoreUnavailableError`."""
+    with store_faults(), session_factory(engine)() as session, session.begin():
         yield session
 
 

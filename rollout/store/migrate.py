@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-from rollout.store.db import database_url
+from rollout.store.db import database_url, store_faults
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -23,11 +23,13 @@ def alembic_config(url: str | None = None, engine: Engine | None = None) -> Conf
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    with store_faults():
+        command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
-    command.downgrade(alembic_config(url), revision)
+    with store_faults():
+        command.downgrade(alembic_config(url), revision)
 
 
 def check(url: str | None = None) -> None:

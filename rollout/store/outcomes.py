@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from rollout.store.db import store_faults
 from rollout.store.models import Flag, Outcome
 
 OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value",
@@ -32,10 +33,10 @@ _NULL = "\\N"  # COPY text format's NULL
 
 
 def insert_outcomes(engine: Engine, entries: Sequence[OutcomeEntry]) -> int:
-    """Store these outcomes in one transaction; returns how many. Raises on any database fault."""
+    """Store these outcomes in one transaction; returns how many. A database fault raises `StoreUnavailableError`."""
     if not entries:
         return 0
-    with engine.begin() as conn:
+    with store_faults(), engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor, cursor.copy(_PG_COPY) as copy:

@@ -20,7 +20,7 @@ from rollout.core.controller import ApprovalInput, RolloutState, Status
 from rollout.core.records import ApprovalRecord, DecisionRecord, RolloutRecord
 from rollout.core.flag import Stratum
 from rollout.core.plan import RolloutPlan
-from rollout.errors import FlagNotFoundError, InvalidPlanError, RolloutActiveError
+from rollout.errors import InvalidPlanError, RolloutActiveError, RolloutNotFoundError
 from rollout.store import flags as flag_store
 from rollout.store.models import (
     Allocation,
@@ -47,7 +47,7 @@ def _record(row: Rollout, flag_key: str) -> RolloutRecord:
 def get_rollout(session: Session, rollout_id: int) -> RolloutRecord:
     row = session.get(Rollout, rollout_id, populate_existing=True)
     if row is None:
-        raise FlagNotFoundError(f"rollout {rollout_id}")
+        raise RolloutNotFoundError(rollout_id)
     key = session.scalar(select(Flag.key).where(Flag.id == row.flag_id))
     return _record(row, key or "?")
 

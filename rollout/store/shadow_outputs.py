@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert
 
+from rollout.store.db import store_faults
 from rollout.store.models import ShadowOutput
 
 
@@ -16,6 +17,6 @@ def insert_shadow_outputs(engine: Engine, rows: Iterable[tuple[int, int, str, st
                "created_at": datetime.fromtimestamp(at, UTC)} for p, f, v, text, at in rows]
     if not values:
         return 0
-    with engine.begin() as conn:
+    with store_faults(), engine.begin() as conn:
         conn.execute(insert(ShadowOutput), values)
     return len(values)

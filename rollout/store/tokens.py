@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rollout.errors import InvalidInputError, TokenNotFoundError
+from rollout.errors import InvalidInputError, TokenExistsError, TokenNotFoundError
 from rollout.store.models import ApiToken, AuditEntry, utcnow
 
 PREFIX = "rlt"
@@ -130,7 +130,7 @@ def create_token(session: Session, name: str, *, namespace: str, scope: Scope | 
         raise InvalidInputError("creating a token needs an actor (who is creating it)")
     scope = Scope(scope)
     if session.scalar(select(ApiToken.id).where(ApiToken.namespace == namespace, ApiToken.name == name)) is not None:
-        raise InvalidInputError(f"a token named {name!r} exists already in namespace {namespace!r}")
+        raise TokenExistsError(f"a token named {name!r} exists already in namespace {namespace!r}")
     public_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
@@ -141,7 +141,7 @@ def create_token(session: Session, name: str, *, namespace: str, scope: Scope | 
             session.add(row)
             session.flush()
     except IntegrityError as exc:  # lost a race with another creator of the same name
-        raise InvalidInputError(f"a token named {name!r} exists already in namespace {namespace!r}") from exc
+        raise TokenExistsError(f"a token named {name!r} exists already in namespace {namespace!r}") from exc
     info = _info(row)
     _audit(session, info, actor=actor, action="token.create")
     return IssuedToken(token=f"{PREFIX}_{public_id}_{secret}", info=info)

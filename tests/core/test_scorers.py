@@ -107,3 +107,22 @@ def test_similarity_of_long_texts_depends_on_content_not_length() -> None:
     # difflib's autojunk would treat frequent characters as junk in texts over 200 characters
     a = "the cat sat on the mat. " * 20
     assert sc.text_similarity(a, a.replace("cat", "dog", 1)) > 0.99
+
+
+@pytest.mark.parametrize(("schema", "output", "expected"), [
+    # keywords past the old hand-written subset: the whole of JSON Schema is checked now
+    ({"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"}, '"ABC-12"', 1.0),
+    ({"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"}, '"abc-12"', 0.0),
+    ({"oneOf": [{"type": "integer"}, {"type": "string"}]}, "3", 1.0),
+    ({"oneOf": [{"type": "integer"}, {"type": "string"}]}, "[3]", 0.0),
+    ({"type": "object", "properties": {"n": {"$ref": "#/$defs/small"}}, "$defs": {"small": {"maximum": 9}}},
+     '{"n": 12}', 0.0),
+])
+def test_schema_valid_checks_all_of_json_schema(schema: dict, output: str, expected: float) -> None:
+    assert sc.schema_valid(schema)("q", output) == expected
+
+
+def test_a_bad_schema_is_refused_when_the_scorer_is_made() -> None:
+    # Given a schema with an impossible type, When a scorer is made from it, Then it says so at once
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        sc.schema_valid({"type": "strnig"})

@@ -13,6 +13,7 @@ from rollout.errors import (
     FlagExistsError,
     FlagNotFoundError,
     InvalidFlagError,
+    StoreUnavailableError,
     VersionConflictError,
 )
 from rollout.store import flags as store
@@ -106,9 +107,9 @@ def test_racing_writers_never_both_win(engine: Engine) -> None:
                 barrier.wait()
                 store.set_allocation(s, "summarizer", 100 * (i + 1), actor=f"w{i}", expected_version=1)
             outcomes.append("won")
-        except (VersionConflictError, DBAPIError):
+        except (VersionConflictError, StoreUnavailableError, DBAPIError):
             # PostgreSQL reports the lost race as a version conflict; SQLite may
-            # instead refuse the second writer's lock. Either way, nothing lands.
+            # instead refuse the second writer's lock (the store says: unavailable). Either way, nothing lands.
             outcomes.append("lost")
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]

@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollout.adapters.api.auth import RateLimiter, TokenCache, retry_after_header
+from rollout.adapters.api.auth import RateLimiter, TokenCache
 from rollout.adapters.api.common import ServiceState, error
+from rollout.adapters.api.errors import error_response
 from rollout.adapters.api.fastlane import FastLane
 from rollout.adapters.api.limits import BodyLimitMiddleware
 from rollout.adapters.api.metrics import Metrics, TimingMiddleware
@@ -31,7 +32,7 @@ from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, otlp, outco
 from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal, ServiceSnapshot
 from rollout.sdk.snapshot import Refresher
-from rollout.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, StoreUnavailableError
+from rollout.errors import RolloutError, StoreUnavailableError
 from rollout.store.db import database_url, make_engine
 
 log = logging.getLogger("rollout.api")
@@ -135,23 +136,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {e.get('msg', 'invalid')}")
         return error(422, "; ".join(problems) or "invalid request")
 
-    @app.exception_handler(AuthenticationError)
-    async def unauthenticated(request: Request, exc: AuthenticationError) -> Response:
-        return error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="rollout"'})
+    @app.exception_handler(RolloutError)
+    async def domain_error(request: Request, exc: RolloutError) -> Response:
+        if isinstance(exc, StoreUnavailableError):
+            log.warning("rollout: database unavailable: %s", exc)
+        return error_response(exc)
 
-    @app.exception_handler(PermissionDeniedError)
-    async def forbidden(request: Request, exc: PermissionDeniedError) -> Response:
-        return error(403, str(exc))
-
-    @app.exception_handler(RateLimitedError)
-    async def rate_limited(request: Request, exc: RateLimitedError) -> Response:
-        return error(429, str(exc), {"Retry-After": retry_after_header(exc)})
-
-    @app.exception_handler(StoreUnavailableError)
     @app.exception_handler(OperationalError)
-    async def unavailable(request: Request, exc: Any) -> Response:
+    async def unavailable(request: Request, exc: OperationalError) -> Response:
+        # A route that used the engine outside `transaction()`: the same answer as StoreUnavailableError.
         log.warning("rollout: database unavailable: %s", exc)
-        return error(503, "the database is unavailable; retry", {"Retry-After": "1"})
+        return error_response(StoreUnavailableError(str(exc)))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import sys
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from rollout.errors import InvalidInputError
 
@@ -46,3 +50,17 @@ def transaction(ctx: typer.Context) -> Any:
     from rollout.store.db import transaction as store_transaction
 
     return store_transaction(ctx.obj.engine)
+
+
+def table(*columns: str, right: tuple[str, ...] = ()) -> Table:
+    """A plain rich table for command output: a header row, no borders, so it reads well in a pipe too."""
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for name in columns:
+        t.add_column(name, justify="right" if name in right else "left")
+    return t
+
+
+def print_table(t: Table) -> None:
+    # Off a terminal (a pipe, a log, a test) rich would assume 80 columns and wrap cells; use a wide page.
+    console = Console(width=None if sys.stdout.isatty() else 240, highlight=False, soft_wrap=False)
+    console.print(t)

@@ -1,7 +1,8 @@
 """The `rollout` command line, for release managers and operators.
 
 Every change is audited with the actor (`--by`, default the OS user). Bad
-input prints one line on stderr, exits with code 2 and writes nothing.
+input prints one line on stderr, exits with code 2 and writes nothing; what
+each error exits with is decided in `rollout.adapters.cli.errors`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ from typing import Annotated, Any
 
 import typer
 
+from rollout.adapters.cli import errors
 from rollout.adapters.cli import rollouts as rollout_commands
-from rollout.adapters.cli.common import ByOption, CliContext, DbOption, JsonOption, actor_name, transaction
+from rollout.adapters.cli.common import (
+    ByOption,
+    CliContext,
+    DbOption,
+    JsonOption,
+    actor_name,
+    print_table,
+    table,
+    transaction,
+)
 from rollout.adapters.cli.evals import eval_app
 from rollout.adapters.cli.tokens import serve_cmd, token_app
 from rollout.core.flag import FlagState, Stratum, percent_to_bp
-from rollout.errors import InvalidFlagError, InvalidInputError, InvalidPlanError, RolloutError, StoreUnavailableError
+from rollout.errors import InvalidFlagError, RolloutError
 
 app = typer.Typer(help="Roll out a new model, prompt or agent safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -134,9 +145,10 @@ def flag_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if not states:
         typer.echo("no flags")
         return
-    typer.echo(f"{'FLAG':<28} {'PHASE':<12} {'VERSION':>7}  ALLOCATION")
+    rows = table("FLAG", "PHASE", "VERSION", "ALLOCATION", right=("VERSION",))
     for s in states:
-        typer.echo(f"{s.key:<28} {s.phase.value:<12} {s.version:>7}  {_allocation_text(s)}")
+        rows.add_row(s.key, s.phase.value, str(s.version), _allocation_text(s))
+    print_table(rows)
 
 
 @flag_app.command("show")
@@ -218,13 +230,9 @@ rollout_commands.register(app, lambda ctx: ctx.obj.engine, actor_name, transacti
 
 # --- entry point ------------------------------------------------------------------
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns (and, as a script, exits with) 0, 1 for a fault, 2 for bad input."""
-    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+    """Run the CLI; returns (and, as a script, exits with) 0, or the code `cli.errors` gives the failure."""
+    from sqlalchemy.exc import SQLAlchemyError
 
     command = typer.main.get_command(app)
     try:
@@ -237,28 +245,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
             code = 0
         else:
-            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            typer.echo(f"rollout: {_one_line(message)}", err=True)
-            code = getattr(exc, "exit_code", 2) or 2
+            text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            typer.echo(f"rollout: {' '.join(text.split())}", err=True)
+            code = getattr(exc, "exit_code", errors.USAGE) or errors.USAGE
     except typer.Abort:
         typer.echo("rollout: aborted", err=True)
-        code = 1
-    except InvalidPlanError as exc:
-        # A plan's problems are a list a person works through, one per line.
-        typer.echo(f"rollout: {exc}", err=True)
-        code = 2
-    except InvalidInputError as exc:
-        typer.echo(f"rollout: {_one_line(str(exc))}", err=True)
-        code = 2
-    except RolloutError as exc:
-        code = 1 if isinstance(exc, StoreUnavailableError) else 2
-        typer.echo(f"rollout: {_one_line(str(exc))}", err=True)
-    except OperationalError as exc:
-        typer.echo(f"rollout: database unavailable: {_one_line(str(exc.orig))[:300]}", err=True)
-        code = 1
+        code = errors.FAULT
+    except (RolloutError, ModuleNotFoundError) as exc:
+        typer.echo(f"rollout: {errors.message(exc)}", err=True)
+        code = errors.exit_code(exc)
     except SQLAlchemyError as exc:
-        typer.echo(f"rollout: database error: {_one_line(str(exc))[:300]}", err=True)
-        code = 1
+        # Not a fault of the connection (the store turns those into StoreUnavailableError): a bug or a schema
+        # that is not there yet.
+        typer.echo(f"rollout: database error: {errors.message(exc)[:300]}", err=True)
+        code = errors.FAULT
     if __name__ == "__main__" or argv is None:
         sys.exit(code)
     return code

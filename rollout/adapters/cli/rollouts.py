@@ -10,14 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
+from rollout.adapters.cli.common import ByOption, JsonOption, print_table, table
 from rollout.app.verdicts import number
 from rollout.core.policy import BUCKETS
 from rollout.errors import InvalidInputError
 
 plan_app = typer.Typer(help="Rollout plans.", no_args_is_help=True)
 
-ByOption = Annotated[str | None, typer.Option("--by", help="Who is acting [default: OS user]")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
@@ -88,7 +87,7 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
         if as_json:
             typer.echo(json.dumps(view.to_json(), indent=2))
             return
-        typer.echo(_status_text(view))
+        _print_status(view)
 
     @app.command("approve")
     def approve(
@@ -120,17 +119,23 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
             typer.echo(json.dumps(view.to_json(), indent=2))
             return
         typer.echo(f"decisions of rollout #{view.rollout}:" if view.rollout else "no rollout yet")
-        for d in view.decisions:  # stage numbers 1-based, as `rollout status` shows them
-            typer.echo(f"  {d.at:%H:%M:%S} #{d.sequence:<4} stage {d.stage_number:<2} {d.verdict:<9} "
-                       f"{d.action:<17} {d.reason}")
+        if view.decisions:  # stage numbers 1-based, as `rollout status` shows them
+            rows = table("AT", "#", "STAGE", "VERDICT", "ACTION", "REASON", right=("#", "STAGE"))
+            for d in view.decisions:
+                rows.add_row(f"{d.at:%H:%M:%S}", str(d.sequence), str(d.stage_number), d.verdict, d.action, d.reason)
+            print_table(rows)
         if view.approvals:
             typer.echo("approvals:")
+            rows = table("AT", "STAGE", "ANSWER", "COMMENT", right=("STAGE",))
             for a in view.approvals:
-                typer.echo(f"  {a.at:%H:%M:%S} stage {a.stage_number} {'approved' if a.approved else 'rejected'} "
-                           f"by {a.approver} {a.comment}")
+                rows.add_row(f"{a.at:%H:%M:%S}", str(a.stage_number),
+                             f"{'approved' if a.approved else 'rejected'} by {a.approver}", a.comment)
+            print_table(rows)
         typer.echo("audit log:")
+        rows = table("AT", "ACTOR", "ACTION", "REASON")
         for e in view.audit:
-            typer.echo(f"  {e.at:%Y-%m-%dT%H:%M:%S} {e.actor:<20} {e.action:<22} {e.reason}")
+            rows.add_row(f"{e.at:%Y-%m-%dT%H:%M:%S}", e.actor, e.action, e.reason)
+        print_table(rows)
 
     @app.command("watch")
     def watch(
@@ -184,36 +189,43 @@ def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, de
     typer.echo(f"watch it: {ui}/runs/flow-run/{flow_run.id}   or   rollout watch {document['flag']}")
 
 
-def _status_text(view: Any) -> str:
+def _print_status(view: Any) -> None:
     flag, r = view.flag, view.rollout
     alloc = ", ".join(f"{n} {bp / 100:g} %" for n, bp in flag["allocations"].items())
-    lines = [f"flag      {flag['key']}: {flag['phase']} (version {flag['version']}), {flag['baseline']} -> {flag['candidate']}",
-             f"allocated {alloc}"]
+    typer.echo(f"flag      {flag['key']}: {flag['phase']} (version {flag['version']}), "
+               f"{flag['baseline']} -> {flag['candidate']}")
+    typer.echo(f"allocated {alloc}")
     if r is None:
-        lines.append("rollout   none yet")
-        return "\n".join(lines)
+        typer.echo("rollout   none yet")
+        return
     lost = ("  ** LOST: its controller stopped renewing the lease (it died or cannot reach the database); "
             "start it again to take over **") if r.lost else ""
-    lines.append(f"rollout   #{r.id} {r.status}, stage {r.stage_number} of {len(r.stages)}"
-                 f" ({r.stage or '-'}), started by {r.started_by}{lost}")
-    lines.append(f"why       {r.reason}")
+    typer.echo(f"rollout   #{r.id} {r.status}, stage {r.stage_number} of {len(r.stages)}"
+               f" ({r.stage or '-'}), started by {r.started_by}{lost}")
+    typer.echo(f"why       {r.reason}")
     if r.pending_approval:
-        lines.append(f"waiting   for approval of stage {r.pending_approval}: rollout approve {flag['key']} --by NAME")
-    for stage, rows in r.eval.items():
-        for row in rows:
-            lines.append(f"eval {stage:<8} {row['category']:<12} {row['cases']:>4} cases  baseline "
-                         f"{row['baseline pass rate']:.0%}  candidate {row['candidate pass rate']:.0%}  {row['verdict']}")
+        typer.echo(f"waiting   for approval of stage {r.pending_approval}: rollout approve {flag['key']} --by NAME")
+    evals = [(stage, row) for stage, rows in r.eval.items() for row in rows]
+    if evals:
+        rows = table("EVAL", "CATEGORY", "CASES", "BASELINE", "CANDIDATE", "VERDICT",
+                     right=("CASES", "BASELINE", "CANDIDATE"))
+        for stage, row in evals:
+            rows.add_row(stage, row["category"], str(row["cases"]), f"{row['baseline pass rate']:.0%}",
+                         f"{row['candidate pass rate']:.0%}", row["verdict"])
+        print_table(rows)
     check = r.last_check
     if check:
-        lines.append(f"last check #{check.sequence} at {check.at:%H:%M:%S}: {check.verdict} -> {check.action}")
-        for m in check.metrics:
-            lines.append(f"  {m.metric:<12} {m.verdict:<13} estimate {number(m.estimate)} "
-                         f"[{number(m.lower)}, {number(m.upper)}] margin {number(m.margin)} "
-                         f"n {m.n_baseline}/{m.n_candidate}")
+        typer.echo(f"last check #{check.sequence} at {check.at:%H:%M:%S}: {check.verdict} -> {check.action}")
+        if check.metrics:
+            rows = table("METRIC", "VERDICT", "ESTIMATE", "BOUNDS", "MARGIN", "N BASE/CAND",
+                         right=("ESTIMATE", "MARGIN", "N BASE/CAND"))
+            for m in check.metrics:
+                rows.add_row(m.metric, m.verdict, number(m.estimate), f"[{number(m.lower)}, {number(m.upper)}]",
+                             number(m.margin), f"{m.n_baseline}/{m.n_candidate}")
+            print_table(rows)
         for h in check.health:
             if not h.ok:
-                lines.append(f"  health: {h.name}: {h.reason}")
-    return "\n".join(lines)
+                typer.echo(f"  health: {h.name}: {h.reason}")
 
 
 def _watch_view(view: Any) -> Any:

@@ -14,14 +14,13 @@ from typing import Annotated
 
 import typer
 
-from rollout.adapters.cli.common import actor_name, transaction
+from rollout.adapters.cli.common import ByOption, JsonOption, actor_name, print_table, table, transaction
 from rollout.errors import InvalidInputError
 
 token_app = typer.Typer(help="API tokens for the HTTP service (stored only as salted hashes).", no_args_is_help=True)
 
 NamespaceOption = Annotated[str | None, typer.Option(
     "--namespace", "-n", help="The token's namespace [default: the global --namespace, else 'default']")]
-ByOption = Annotated[str | None, typer.Option("--by", help="Who is doing this [default: OS user]")]
 
 
 def _namespace(ctx: typer.Context, namespace: str | None) -> str:
@@ -69,7 +68,7 @@ def token_list(
     ctx: typer.Context,
     namespace: NamespaceOption = None,
     all_namespaces: Annotated[bool, typer.Option("--all", help="Tokens of every namespace")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Tokens (names, scopes, state; never secrets)."""
     from rollout.store.tokens import list_tokens
@@ -86,10 +85,11 @@ def token_list(
     if not tokens:
         typer.echo("no tokens")
         return
-    typer.echo(f"{'NAME':<24} {'NAMESPACE':<16} {'SCOPE':<6} {'STATE':<8} CREATED")
+    rows = table("NAME", "NAMESPACE", "SCOPE", "STATE", "CREATED")
     for t in tokens:
-        typer.echo(f"{t.name:<24} {t.namespace:<16} {t.scope.value:<6} {'active' if t.active else 'revoked':<8} "
-                   f"{t.created_at:%Y-%m-%d %H:%M} by {t.created_by}")
+        rows.add_row(t.name, t.namespace, t.scope.value, "active" if t.active else "revoked",
+                     f"{t.created_at:%Y-%m-%d %H:%M} by {t.created_by}")
+    print_table(rows)
 
 
 def serve_cmd(

@@ -51,11 +51,6 @@ NAN = float("nan")
 PairKey = tuple[str, str, int]
 """(metric, stratum, stage)"""
 
-# The Code enum has no member for "this comparison has no paired form" yet; until
-# it does, such results carry NO_DATA (there is no paired evidence for them) and
-# say why in words. The getattr picks the dedicated code up once it exists.
-NOT_PAIRABLE: Code = getattr(Code, "NOT_PAIRABLE", Code.NO_DATA)
-
 
 @dataclass(frozen=True)
 class PairStats:
@@ -272,7 +267,7 @@ def _compare_paired(spec: MetricSpec, ev: PairedEvidence, cells, min_samples: in
 
     if spec.quantile is not None:
         # Checked before the data: no amount of pairs makes a quantile paired.
-        return coded(NOT_PAIRABLE)
+        return coded(Code.NOT_PAIRABLE)
     if n_b == 0 and n_c == 0:
         return coded(Code.NO_DATA)
     if total.n == 0:
@@ -388,7 +383,7 @@ def _unjudged(m: MetricSpec, stratum: str | None, paired: _Paired, level: float,
     c = paired.comparison
     where = m.name + (f" in stratum {stratum}" if stratum is not None else "")
     missing = "candidate" if c.n_c <= c.n_b else "baseline"
-    if c.code is NOT_PAIRABLE and m.quantile is not None:
+    if c.code is Code.NOT_PAIRABLE:
         reason = (
             f"{where}: a quantile (p{round(m.quantile * 100)}) has no paired form, since the candidate's quantile is"
             " not a function of per-pair differences; judge it on a ramp stage, or pair the log-scale mean instead."
@@ -416,14 +411,13 @@ def _unjudged(m: MetricSpec, stratum: str | None, paired: _Paired, level: float,
 
 
 def _not_pairable(r: MetricResult) -> bool:
-    # Keyed on the words as well as the code while NOT_PAIRABLE falls back to NO_DATA.
-    return r.code is NOT_PAIRABLE and "no paired form" in r.reason
+    return r.code is Code.NOT_PAIRABLE
 
 
 def _pairable_check(results: tuple[MetricResult, ...]) -> HealthCheck:
     bad = [r for r in results if _not_pairable(r)]
     if bad:
-        return HealthCheck("metrics_pairable", False, NOT_PAIRABLE, " ".join(r.reason for r in bad))
+        return HealthCheck("metrics_pairable", False, Code.NOT_PAIRABLE, " ".join(r.reason for r in bad))
     return HealthCheck("metrics_pairable", True, Code.OK, "every metric can be compared pair by pair.")
 
 

@@ -43,6 +43,7 @@ class Code(StrEnum):
     NONPOSITIVE_VALUES = "nonpositive_values"  # log scale or quantile, but no positive values in an arm
     SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
     NO_ALLOCATION = "no_allocation"
+    NOT_PAIRABLE = "not_pairable"  # the metric has no paired form (a quantile): judge it on a ramp stage
 
 
 @dataclass(frozen=True)

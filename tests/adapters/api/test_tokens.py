@@ -7,7 +7,7 @@ import hmac
 import pytest
 from sqlalchemy import Engine, select
 
-from rollout.errors import InvalidInputError, TokenNotFoundError
+from rollout.errors import InvalidInputError, TokenExistsError, TokenNotFoundError
 from rollout.store import flags as store
 from rollout.store.db import transaction
 from rollout.store.models import ApiToken
@@ -87,7 +87,7 @@ def test_names_are_unique_per_namespace_and_revoke_needs_a_real_one(engine: Engi
     with transaction(engine) as s:
         create_token(s, "app", namespace="a", scope="read", actor="alice")
         create_token(s, "app", namespace="b", scope="read", actor="alice")
-    with transaction(engine) as s, pytest.raises(InvalidInputError, match="exists already"):
+    with transaction(engine) as s, pytest.raises(TokenExistsError, match="exists already"):
         create_token(s, "app", namespace="a", scope="write", actor="alice")
     with transaction(engine) as s, pytest.raises(TokenNotFoundError):
         revoke_token(s, "nope", namespace="a", actor="alice")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def test_start_in_the_foreground_approve_and_read_the_history(
     assert "promoted" in status and "summarizer" in status
     assert main(["--db", db_url, "history", "summarizer"]) == 0
     history = capsys.readouterr().out
-    assert "approved by bob ok" in history and "rollout.approve" in history and "flag.promote" in history
+    # (the approvals table puts the comment in its own column, on the answer's line)
+    assert re.search(r"approved by bob +ok\b", history) and "rollout.approve" in history and "flag.promote" in history
     assert main(["--db", db_url, "watch", "summarizer", "--once"]) == 0
     assert "stage 2 of 2" in capsys.readouterr().out
 

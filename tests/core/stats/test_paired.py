@@ -210,7 +210,7 @@ def test_quantile_spec_is_not_pairable_holds_with_a_reason_never_raises():
     # Then the mean is judged, the p95 says it has no paired form, and the check holds
     assert verdict.metric("latency_ms").verdict is MetricVerdict.NON_INFERIOR
     p95 = verdict.metric("latency_p95")
-    assert p95.verdict is MetricVerdict.UNHEALTHY and p95.code is not Code.OK
+    assert p95.verdict is MetricVerdict.UNHEALTHY and p95.code is Code.NOT_PAIRABLE
     assert "no paired form" in p95.reason
     assert verdict.decision is Decision.HOLD
     assert [h.name for h in verdict.health if not h.ok] == ["metrics_pairable"]
