@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 Clock = Callable[[], float]
+_EPSILON = 1e-9  # waiting exactly the answered time must grant, float rounding notwithstanding
 
 
 class TokenBucket:
@@ -40,8 +41,8 @@ class TokenBucket:
             now = self._clock()
             tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated) * self.rate)
             self.updated = now
-            if tokens >= 1.0:
-                self.tokens = tokens - 1.0
+            if tokens >= 1.0 - _EPSILON:
+                self.tokens = max(0.0, tokens - 1.0)
                 return 0.0
             self.tokens = tokens
             return (1.0 - tokens) / self.rate
