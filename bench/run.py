@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, http_service, propagation, record, shadow  # noqa: E402
+from bench import assign, http_edge, http_service, propagation, record, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -41,6 +41,7 @@ def main() -> None:
         assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
+        http_edge.SECONDS, http_edge.SLOW_CONNECTIONS, http_edge.DISCONNECTS = 3, 20, 50
 
     sections: list[tuple[str, str]] = []
     started = time.time()
@@ -50,6 +51,7 @@ def main() -> None:
         ("Propagation: a rollback reaching a running client", propagation),
         ("Shadow: overhead of shadow() on the caller", shadow),
         ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
+        ("HTTP edge: /healthz and evaluations while hostile clients attack", http_edge),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()
