@@ -137,10 +137,10 @@ APPROVAL_REQUEST = TypeAdapter(ApprovalRequest)
 
 class ApprovalAnswer(BaseModel):
     rollout_id: int
-    stage: str | int | None
+    stage: str
     approved: bool
     approver: str
-    resumed_flow_run: str | None
+    resumed_flow_run: bool = Field(description="Whether a paused flow run was waiting and was resumed")
 
 
 __all__ = [
