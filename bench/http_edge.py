@@ -252,8 +252,9 @@ def run() -> tuple[str, dict[str, float]]:
     bomb_s = max(s for _, s in done.bombs)
     figures = {"edge_healthz_p99_ms": hz99, "edge_eval_p99_ms": ev99, "edge_bomb_max_s": bomb_s}
     rows = [
-        ["GET /healthz under attack", f"{len(probe.healthz):,} probes", f"p50 {percentile(probe.healthz, 0.5) * 1000:.1f} ms, "
-         f"p99 {hz99:.1f} ms", f"p99 < 100 ms: {'met' if hz99 < 100 else 'MISSED'}"],
+        ["GET /healthz under attack", f"{len(probe.healthz):,} probes",
+         f"p50 {percentile(probe.healthz, 0.5) * 1000:.1f} ms, p99 {hz99:.1f} ms",
+         f"p99 < 100 ms: {'met' if hz99 < 100 else 'MISSED'}"],
         ["POST /v1/evaluate under attack", f"{len(probe.evaluations):,} probes",
          f"p50 {percentile(probe.evaluations, 0.5) * 1000:.1f} ms, p99 {ev99:.1f} ms; {probe.failures} failed",
          f"p99 < 100 ms: {'met' if ev99 < 100 else 'MISSED'}"],
@@ -267,7 +268,8 @@ def run() -> tuple[str, dict[str, float]]:
          f"{max((s for _, s in done.slow_bodies), default=0):.1f} s at most "
          f"(body timeout {SERVER_ENV['ROLLOUT_API_BODY_TIMEOUT']} s)", "408"],
         ["client disconnects mid-body", f"{done.disconnects} requests",
-         f"{errors_logged} errors or tracebacks in the server's log", f"none: {'met' if not errors_logged else 'MISSED'}"],
+         f"{errors_logged} errors or tracebacks in the server's log",
+         f"none: {'met' if not errors_logged else 'MISSED'}"],
     ]
     md = table(["what", "how", "measured", "target"], rows)
     md += (f"\n\nOne `rollout serve` worker (uvicorn, httptools, uvloop) on SQLite; attacks and probe from one "

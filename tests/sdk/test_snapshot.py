@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from rollout.core import FlagState, Phase, Reason
 from rollout.sdk.snapshot import Refresher, Snapshot
 from rollout.testing.flag_source import InMemoryFlagSource
+from tests.harness.waiting import seconds_until
 
 
 def promoted(key: str = "summarizer", namespace: str = "default", version: int = 1) -> FlagState:
     return FlagState(key=key, salt=f"salt-{key}", baseline="old", candidate="new", phase=Phase.PROMOTED,
                      version=version, namespace=namespace)
-
-
-def eventually(condition: Callable[[], bool], within: float = 5.0) -> float:
-    """Seconds until `condition` held (fails past `within`)."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < within, "condition not met in time"
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 @pytest.fixture
@@ -121,7 +113,7 @@ def test_an_older_result_never_overwrites_a_newer_one(source: InMemoryFlagSource
     snap = Snapshot(slow, "default")
     old = threading.Thread(target=snap.refresh, kwargs={"force": True})
     old.start()
-    eventually(lambda: slow.loads == 1)
+    seconds_until(lambda: slow.loads == 1)
     # When the flag changes and a newer refresh publishes version 2 first
     source.put(promoted(version=2))
     assert snap.refresh(force=True)
@@ -165,13 +157,13 @@ def test_the_refresher_marks_stale_within_interval_plus_timeout_and_recovers_at_
     try:
         # When the source fails (refuses, or hangs like a black-holed connection)
         source.health = failure  # type: ignore[assignment]
-        to_stale = eventually(lambda: snap.stale)
+        to_stale = seconds_until(lambda: snap.stale)
         # Then the snapshot is stale within interval + timeout (plus scheduling slack)
         assert to_stale < 0.02 + 0.2 + 1.0
         assert snap.flags["summarizer"].evaluate("u").reason is Reason.STALE
         # When the source answers again, with no flag changed
         source.health = "up"
-        to_fresh = eventually(lambda: not snap.stale)
+        to_fresh = seconds_until(lambda: not snap.stale)
         # Then it is fresh within a poll or two
         assert to_fresh < 1.0
         assert snap.flags["summarizer"].evaluate("u").reason is Reason.STATIC
@@ -186,7 +178,7 @@ def test_hung_refreshes_are_bounded_and_the_poller_never_hangs(source: InMemoryF
     refresher = Refresher(snap, interval=0.01, timeout=0.05, listen=False)
     try:
         source.health = "hang"
-        eventually(lambda: snap.stale)
+        seconds_until(lambda: snap.stale)
         time.sleep(0.5)
         # At most three reads wait in the source at once, however long the partition lasts
         hung = [t for t in threading.enumerate() if t.name == "rollout-snapshot-refresh"]
@@ -195,4 +187,4 @@ def test_hung_refreshes_are_bounded_and_the_poller_never_hangs(source: InMemoryF
     finally:
         source.health = "up"
         refresher.stop()
-    eventually(lambda: not [t for t in threading.enumerate() if t.name == "rollout-snapshot-refresh"])
+    seconds_until(lambda: not [t for t in threading.enumerate() if t.name == "rollout-snapshot-refresh"])

@@ -5,9 +5,6 @@ Figures (time to STALE, time to recover) are printed; run with -s to see them.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from sqlalchemy import Engine
 
@@ -16,19 +13,12 @@ from rollout.sdk import RolloutClient
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 from tests.harness.tcp_proxy import TcpProxy
+from tests.harness.waiting import seconds_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 INTERVAL = 0.2
 TIMEOUT = 1.0
-
-
-def seconds_until(condition: Callable[[], bool], within: float) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < within, f"not within {within} s"
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, outcomes, r
 from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal
 from rollout.core.ratelimit import KeyedBuckets
-from rollout.sdk.snapshot import Refresher, Snapshot
 from rollout.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, StoreUnavailableError
+from rollout.sdk.snapshot import Refresher, Snapshot
 from rollout.store.db import database_url, make_engine
 
 log = logging.getLogger("rollout.api")

@@ -62,7 +62,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for error statuses, all with the same `{"error": ...}` body."""
     words = {400: "Malformed request", 401: "Missing, unknown or revoked token", 403: "Scope too small",
              404: "Not found (in the token's namespace)", 409: "Conflict", 413: "Body or batch too large",
-             408: "The body did not arrive in time", 422: "Invalid input", 429: "Rate limited (see Retry-After)", 503: "Database unavailable"}
+             408: "The body did not arrive in time", 422: "Invalid input", 429: "Rate limited (see Retry-After)",
+             431: "Too many or too large request headers", 503: "Database unavailable"}
     return {code: {"description": words[code], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
             for code in codes}
 

@@ -46,7 +46,7 @@ class TenantMetrics:
                                   "HTTP request latency, by route and status code.",
                                   ["method", "route", "status"], registry=r, buckets=LATENCY_BUCKETS)
         version = Gauge("rollout_snapshot_version",
-                        "Sum of the versions of the flags this token sees in the served snapshot (rises with every change).",
+                        "Sum of the versions of the flags this token sees in the snapshot (rises with each change).",
                         registry=r)
         version.set_function(lambda: snapshot.namespace_version(namespace))
         flags = Gauge("rollout_snapshot_flags", "Flags this token sees in the served snapshot.", registry=r)

@@ -15,6 +15,7 @@ import asyncio
 
 from rollout.sdk.snapshot import NamespaceView, Snapshot, flag_document
 
+
 class ChangeSignal:
     """Wakes every coroutine waiting for a change; set from the refresher's thread."""
 

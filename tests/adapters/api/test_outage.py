@@ -10,7 +10,7 @@ revocation made meanwhile applies. Figures are printed (run with -s).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -23,20 +23,13 @@ from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 from rollout.store.tokens import create_token, revoke_token
 from tests.harness.tcp_proxy import TcpProxy
+from tests.harness.waiting import seconds_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SERVER_ENV = {"ROLLOUT_API_REFRESH_INTERVAL": "0.2", "ROLLOUT_API_REFRESH_TIMEOUT": "1.0",
               "ROLLOUT_API_TOKEN_TTL": "0.5", "ROLLOUT_API_TOKEN_TIMEOUT": "0.5"}
 BOUND_TO_STALE = 0.2 + 1.0 + 1.0  # interval + timeout + slack for a shared machine
-
-
-def seconds_until(condition: Callable[[], bool], within: float) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < within, f"not within {within} s"
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 @pytest.fixture

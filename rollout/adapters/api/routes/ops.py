@@ -41,7 +41,8 @@ async def healthz(request: Request) -> Response:
     summary="Prometheus metrics of this process, for the token's namespace",
     description=("Admin scope. The token's own namespace's evaluations, outcomes, request latency and snapshot "
                  "version, and the service's snapshot health; nothing of other namespaces."),
-    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    responses={200: {"description": "Prometheus text format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}},
                **error_responses(*AUTH_ERRORS)},
 )
 async def metrics(request: Request) -> Response:

@@ -142,5 +142,6 @@ async def approve(request: Request, principal: Admin, flag: FlagKey) -> Response
         raise HTTPException(404, str(exc)) from None
     except ConflictError as exc:
         raise HTTPException(409, str(exc)) from None
-    return json_response(ApprovalAnswer(rollout_id=result.rollout_id, stage=result.stage, approved=result.approved,
-                                        approver=principal.actor, resumed_flow_run=result.resumed_flow_run).model_dump())
+    answer = ApprovalAnswer(rollout_id=result.rollout_id, stage=result.stage, approved=result.approved,
+                            approver=principal.actor, resumed_flow_run=result.resumed_flow_run)
+    return json_response(answer.model_dump())
