@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from rollout.testing.flag_source import InMemoryFlagSource
 from tests.adapters.api.conftest import Service
+from tests.harness.waiting import seconds_until
 
 
 def test_healthz_needs_no_token_and_tells_nothing_about_tenants(shared_api: Service) -> None:
@@ -50,8 +52,16 @@ def test_metrics_show_a_token_only_its_own_namespace(api: Service) -> None:
 
 
 def test_healthz_says_stale_while_the_snapshot_is_stale(api: Service) -> None:
-    # Given a service whose last refresh failed (as in an outage; the real faults are in test_outage.py)
+    # Given a service whose flag source starts refusing (the real faults are in test_outage.py)
     snapshot = api.client.app.state.rollout.snapshot  # type: ignore[attr-defined]
-    snapshot.mark_stale("test: the database went away")
-    # Then /healthz says so, and still answers 200: the service is serving
-    assert api.client.get("/healthz").json() == {"status": "stale", "loaded": True, "stale": True}
+    real, refusing = snapshot.source, InMemoryFlagSource()
+    refusing.health = "refuse"
+    snapshot.source = refusing
+    try:
+        seconds_until(lambda: snapshot.stale)
+        # Then /healthz says so, and still answers 200: the service is serving
+        assert api.client.get("/healthz").json() == {"status": "stale", "loaded": True, "stale": True}
+    finally:
+        snapshot.source = real
+    # And once the source answers again it is ok, with no flag changed
+    seconds_until(lambda: api.client.get("/healthz").json()["status"] == "ok")
