@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, http_service, install_size, online_evals, otlp, propagation, record, shadow  # noqa: E402
+from bench import assign, http_edge, http_service, install_size, online_evals, otlp, propagation, record, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -43,6 +43,7 @@ def main() -> None:
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
         online_evals.SAMPLES = 300
         otlp.SPAN_BATCHES, otlp.OFREP_SECONDS = 20, 3.0
+        http_edge.SECONDS, http_edge.SLOW_CONNECTIONS, http_edge.DISCONNECTS = 3, 20, 50
 
     sections: list[tuple[str, str]] = []
     started = time.time()
@@ -55,6 +56,7 @@ def main() -> None:
         ("Online judges: grading throughput and budget", online_evals),
         ("Standards in: OTLP span ingestion, OFREP bulk evaluation with ETags", otlp),
         ("Install size: the core for apps, GrowthBook's SDK, everything", install_size),
+        ("HTTP edge: /healthz and evaluations while hostile clients attack", http_edge),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()

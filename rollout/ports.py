@@ -12,7 +12,8 @@ time merge cleanly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -126,5 +127,27 @@ class OutcomeSink(Protocol):
     def write(self, entries: Sequence[Any]) -> int: ...
 
 
-__all__ = ["Clock", "EvalRunner", "EvidenceSource", "FlagStore", "OutcomeSink", "RolloutRepository", "Store",
-           "UnitOfWork"]
+# --- snapshot source (the SDK's and the service's flag snapshot; rollout.sdk.snapshot) -------------
+
+Fingerprint = tuple[int, int, int]
+"""Changes whenever a flag or an active rollout's stage changes (rollout.store.flags.fingerprint)."""
+
+
+class FlagSource(Protocol):
+    """Where a flag snapshot is read from. Either call may raise or hang: the snapshot copes."""
+
+    def fingerprint(self, namespace: str | None) -> Fingerprint:
+        """One cheap read that changes whenever the flags of `namespace` (None: every namespace) change."""
+        ...
+
+    def load(self, namespace: str | None) -> tuple[Fingerprint, Sequence[tuple[FlagState, int]]]:
+        """The fingerprint and every flag of `namespace` (None: all) with its database id, read together."""
+        ...
+
+    def listen(self, wake: Callable[[], None], stop: threading.Event) -> None:
+        """Call `wake` whenever a change is announced, until `stop` is set; return at once if nothing is."""
+        ...
+
+
+__all__ = ["Clock", "EvalRunner", "EvidenceSource", "Fingerprint", "FlagSource", "FlagStore", "OutcomeSink",
+           "RolloutRepository", "Store", "UnitOfWork"]

@@ -9,6 +9,8 @@ dependency too) but not for circles (they never run).
       ^         ^                     |
       |         +------ app  <--------+        errors: everyone; testing: anything
       +-- ports <-------+
+    ports (Protocols over core types) may be imported by every layer above core:
+    the store and the SDK implement or consume them, the app composes them.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "core": {"errors"},
     "ports": {"core", "errors"},
-    "store": {"core", "errors"},
-    "sdk": {"core", "store", "errors"},
+    "store": {"core", "errors", "ports"},
+    "sdk": {"core", "store", "errors", "ports"},
     "app": {"core", "store", "errors", "ports"},
     "adapters": {"core", "store", "sdk", "app", "errors", "ports"},
     "testing": {"*"},

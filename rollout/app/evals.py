@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from rollout.core.controller import EvalOutcome
 from rollout.core.plan import EvalSpec, RolloutPlan
+from rollout.core.ratelimit import TokenBucket
 from rollout.errors import InvalidInputError
 from rollout.store import evals as eval_store
 from rollout.store.db import transaction
@@ -91,25 +91,6 @@ def load_callable(path: str) -> Callable[..., Any]:
     return target
 
 
-class _Pace:
-    """At most `rate` calls per second across threads (a token bucket of one second's worth)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self._rate = rate
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def wait(self) -> None:
-        if not self._rate:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + 1.0 / self._rate
-        if start > now:
-            time.sleep(start - now)
-
-
 def run_eval(engine: Engine, rollout_id: int, stage_index: int, spec: EvalSpec, *,
              variants: tuple[str, str]) -> int:
     """Run every case not yet stored on both variants; returns how many results were written."""
@@ -119,11 +100,13 @@ def run_eval(engine: Engine, rollout_id: int, stage_index: int, spec: EvalSpec, 
     with transaction(engine) as s:
         done = eval_store.done_cases(s, rollout_id, stage_index)
     todo = [(case, variant) for case in cases for variant in variants if (case.id, variant) not in done]
-    pace = _Pace(spec.rate_limit)
+    # Capacity 1: calls are spaced 1/rate apart from the start, never a first-second burst.
+    pace = TokenBucket(spec.rate_limit, capacity=1.0) if spec.rate_limit else None
 
     def one(item: tuple[EvalCase, str]) -> dict[str, Any]:
         case, variant = item
-        pace.wait()
+        if pace is not None:
+            pace.wait()
         return _run_case(case, variant, runners[variant], scorer)
 
     written = 0

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from rollout.sdk.buffer import OutcomeBuffer
 from rollout.sdk.outcomes import outcome_entry
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
-from rollout.sdk.snapshot import Refresher, Snapshot
+from rollout.sdk.snapshot import DEFAULT_REFRESH_TIMEOUT, Refresher, Snapshot
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Phase, Reason
 from rollout.core.assignment import error_assignment
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError
@@ -45,7 +45,9 @@ class RolloutClient:
     `assign()` never raises and never touches the database. The snapshot is
     refreshed in the background: a version query every `refresh_interval`
     seconds, and on PostgreSQL a LISTEN/NOTIFY wake-up as soon as a change
-    commits. Outcomes go to a bounded buffer written in batches by a
+    commits. A refresh that fails, or does not answer within `refresh_timeout`
+    seconds, marks the snapshot stale (`stats.stale`; answers carry reason
+    STALE) until the database answers again. Outcomes go to a bounded buffer written in batches by a
     background thread; `flush()` waits for them, `close()` flushes and stops.
 
         with RolloutClient("sqlite:///rollout.db") as client:
@@ -61,6 +63,7 @@ class RolloutClient:
         refresh_interval: float = 1.0,
         namespace: str = "default",
         listen: bool = True,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
         buffer_size: int = 100_000,
         batch_size: int = 5_000,
         flush_interval: float = 0.5,
@@ -79,7 +82,7 @@ class RolloutClient:
         self._namespace = namespace
         self._snapshot = Snapshot(self._engine, namespace)
         self._snapshot.refresh(force=True)
-        self._refresher = Refresher(self._snapshot, self._engine, interval=refresh_interval, listen=listen)
+        self._refresher = Refresher(self._snapshot, interval=refresh_interval, listen=listen, timeout=refresh_timeout)
         self._buffer = OutcomeBuffer(
             lambda rows: insert_outcomes(self._engine, rows),
             capacity=buffer_size, batch_size=batch_size, flush_interval=flush_interval,

@@ -53,6 +53,7 @@ from sqlalchemy import Engine
 from rollout.sdk.buffer import OutcomeBuffer
 from rollout.sdk.outcomes import outcome_entry
 from rollout.core import CompiledFlag
+from rollout.core.ratelimit import TokenBucket
 from rollout.core.scorers import Scorer, as_scorers, as_text
 from rollout.store.shadow_outputs import insert_shadow_outputs
 
@@ -120,30 +121,6 @@ class ShadowStats:
     outputs_stored: int     # outputs handed to the shadow_outputs writer
     redaction_errors: int   # the redaction hook raised or did not return text; that output not stored
     in_flight: int          # pairs started and not yet stored or dropped
-
-
-class TokenBucket:
-    """`rate` tokens a second, at most `capacity` banked (one second's worth by default, at least 1)."""
-
-    __slots__ = ("_lock", "capacity", "rate", "tokens", "updated")
-
-    def __init__(self, rate: float, capacity: float | None = None) -> None:
-        self.rate = float(rate)
-        self.capacity = float(capacity) if capacity is not None else max(1.0, self.rate)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if tokens >= 1.0:
-                self.tokens = tokens - 1.0
-                return True
-            self.tokens = tokens
-            return False
 
 
 @dataclass(slots=True)
@@ -303,7 +280,7 @@ class ShadowRunner:
             bucket = self._buckets.get(compiled.key)
             if bucket is None or bucket.rate != rate:
                 bucket = self._buckets[compiled.key] = TokenBucket(rate)
-            if not bucket.take():
+            if bucket.take() > 0:
                 skipped = "rate_limited"
         if skipped is None and not slots.acquire(blocking=False):
             skipped = "pool_full"
@@ -665,4 +642,4 @@ def _scorer_input(args: tuple, kwargs: dict) -> Any:
     return (args, kwargs)
 
 
-__all__ = ["Retry", "ShadowRunner", "ShadowStats", "TokenBucket", "is_transient"]
+__all__ = ["Retry", "ShadowRunner", "ShadowStats", "is_transient"]

@@ -1,9 +1,10 @@
 """The FastAPI application: `create_app(settings)` builds one; `rollout serve` runs it under uvicorn.
 
 Layout: one router per resource in `rollout.adapters.api.routes`; this module wires
-them, the middleware (body size limit outermost, then request timing) and
-the error handlers that turn every failure into a JSON `{"error": ...}` with
-the right status, never a stack trace.
+them, the middleware (edge limits outermost: headers, body size and time; then
+request timing) and the error handlers that turn every failure into a JSON
+`{"error": ...}` with the right status, never a stack trace. The flag snapshot
+is the SDK's (`rollout.sdk.snapshot`), over every namespace.
 """
 
 from __future__ import annotations
@@ -19,20 +20,21 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from rollout.adapters.api.auth import RateLimiter, TokenCache
-from rollout.adapters.api.common import ServiceState, error
+from rollout.adapters.api.auth import TokenCache
+from rollout.adapters.api.common import SCHEMAS, ServiceState, error
 from rollout.adapters.api.errors import error_response
 from rollout.adapters.api.fastlane import FastLane
-from rollout.adapters.api.limits import BodyLimitMiddleware
+from rollout.adapters.api.limits import EdgeLimitMiddleware
 from rollout.adapters.api.metrics import Metrics, TimingMiddleware
 from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, otlp, outcomes, rollouts
 from rollout.adapters.api.settings import ApiSettings
-from rollout.adapters.api.snapshot import ChangeSignal, ServiceSnapshot
-from rollout.sdk.snapshot import Refresher
+from rollout.adapters.api.snapshot import ChangeSignal
+from rollout.core.ratelimit import KeyedBuckets
 from rollout.errors import RolloutError, StoreUnavailableError
+from rollout.sdk.snapshot import Refresher, Snapshot
 from rollout.store.db import database_url, make_engine
 
 log = logging.getLogger("rollout.api")
@@ -56,14 +58,15 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
         url = database_url(settings.database_url)
         # Writes run in the threadpool: give them enough connections that a burst of batches does not queue.
         engine = make_engine(url) if url.startswith("sqlite") else make_engine(url, pool_size=10, max_overflow=10)
-    snapshot = ServiceSnapshot(engine)
+    snapshot = Snapshot(engine, namespace=None)
     signal = ChangeSignal()
     snapshot.on_change(signal.fire_threadsafe)
     metrics = Metrics(snapshot)
     state = ServiceState(
         settings=settings, engine=engine, snapshot=snapshot, signal=signal,
-        tokens=TokenCache(engine, ttl=settings.token_ttl),
-        limiter=RateLimiter(settings.rate_limit, settings.rate_burst), metrics=metrics,
+        tokens=TokenCache(engine, ttl=settings.token_ttl, grace=settings.token_grace,
+                          timeout=settings.token_timeout, in_outage=lambda: snapshot.stale),
+        limiter=KeyedBuckets(settings.rate_limit, settings.rate_burst), metrics=metrics,
     )
 
     @asynccontextmanager
@@ -72,8 +75,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
 
         signal.bind(asyncio.get_running_loop())
         snapshot.refresh(force=True)
-        refresher = Refresher(snapshot, engine, interval=settings.refresh_interval,  # type: ignore[arg-type]
-                              listen=settings.listen)
+        refresher = Refresher(snapshot, interval=settings.refresh_interval, listen=settings.listen,
+                              timeout=settings.refresh_timeout)
         try:
             yield
         finally:
@@ -92,23 +95,27 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
                        prefixed={("POST", "/ofrep/v1/evaluate/flags/"): (ofrep.evaluate_flag,
                                                                         "/ofrep/v1/evaluate/flags/{key}")})
     app.add_middleware(TimingMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if settings.cors_origins:  # off by default; outermost, so a preflight is answered before anything else
+    if settings.cors_origins:  # off by default; a preflight is answered before the routes
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match"],
                            expose_headers=["ETag", "Retry-After"], max_age=600)
+    app.add_middleware(EdgeLimitMiddleware, max_body_bytes=settings.max_body_bytes,  # added last: runs first
+                       max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes,
+                       body_timeout=settings.body_timeout)
     return app
 
 
 def _document_security(app: FastAPI) -> None:
-    """Declare the bearer token in the OpenAPI document: on every operation except /healthz."""
+    """Declare the bearer token (on every operation except /healthz) and the model schemas in the document."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
-        schema.setdefault("components", {})["securitySchemes"] = {"token": {
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(SCHEMAS)  # the request models' component schemas
+        components["securitySchemes"] = {"token": {
             "type": "http", "scheme": "bearer",
             "description": "rollout token create --scope read|write|admin (also accepted as X-API-Key)"}}
         for path, operations in schema["paths"].items():
@@ -147,6 +154,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         # A route that used the engine outside `transaction()`: the same answer as StoreUnavailableError.
         log.warning("rollout: database unavailable: %s", exc)
         return error_response(StoreUnavailableError(str(exc)))
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away mid-request: nobody reads this answer, and it is no server error.
+        log.info("rollout: client disconnected during %s %s", request.method, request.url.path)
+        return error(499, "client closed the request")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:

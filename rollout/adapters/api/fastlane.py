@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollout.adapters.api.limits import BodyTooLarge
+from rollout.adapters.api.limits import BodyRefused
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -63,8 +63,8 @@ class FastLane:
         request = Request(scope, receive)
         try:
             response = await handler(request, *args)
-        except BodyTooLarge:
-            raise  # the body limit middleware outside answers 413
+        except BodyRefused:
+            raise  # the edge middleware outside answers 413 or 408
         except Exception as exc:  # noqa: BLE001 - answered by the app's own handler for this exception type
             response = await self._error(request, exc)
         await response(scope, receive, send)

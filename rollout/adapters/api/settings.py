@@ -1,30 +1,53 @@
-"""Service settings: arguments of `create_app`, or ROLLOUT_API_* environment variables for `rollout serve`."""
+"""Service settings: arguments of `create_app`, or ROLLOUT_API_* environment variables for `rollout serve`.
+
+pydantic-settings reads and validates them (a bad value fails at start with
+the variable's name); the database URL is ROLLOUT_DATABASE_URL, shared with
+the CLI and the SDK.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATABASE_URL_ENV = "ROLLOUT_DATABASE_URL"
+ENV_PREFIX = "ROLLOUT_API_"
 
 
-@dataclass(frozen=True, slots=True)
-class ApiSettings:
-    database_url: str | None = None
-    max_body_bytes: int = 2 * 1024 * 1024
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, populate_by_name=True, extra="forbid")
+
+    database_url: str | None = Field(default=None, validation_alias=DATABASE_URL_ENV)
+    max_body_bytes: int = Field(2 * 1024 * 1024, gt=0)
     """Request bodies over this are answered 413 before they are read in full."""
-    max_batch: int = 5_000
+    max_batch: int = Field(5_000, gt=0)
     """Outcomes (or evaluations) in one request; more is answered 413."""
-    rate_limit: float = 1_000.0
+    rate_limit: float = Field(1_000.0, ge=0)
     """Requests a second per token (token bucket, per worker process); 0 turns the limit off."""
-    rate_burst: float | None = None
+    rate_burst: float | None = Field(None, gt=0)
     """Bucket size; default: one second's worth of `rate_limit`."""
-    max_wait: float = 60.0
+    max_wait: float = Field(60.0, ge=0)
     """Longest `?wait=` a long-poll may ask for, in seconds."""
-    refresh_interval: float = 0.25
+    refresh_interval: float = Field(0.25, gt=0)
     """How often the snapshot checks the database fingerprint (one cheap query, whatever the load)."""
+    refresh_timeout: float = Field(3.0, gt=0)
+    """A refresh not answered within this marks the snapshot STALE: STALE within interval + timeout."""
     listen: bool = True
     """On PostgreSQL, also wake on NOTIFY rollout_flags."""
-    token_ttl: float = 2.0
+    token_ttl: float = Field(2.0, gt=0)
     """How long a verified token is trusted before it is read again: the delay for a revocation to bite."""
+    token_grace: float = Field(300.0, ge=0)
+    """While the database is unreachable, a token verified within this many seconds stays valid."""
+    token_timeout: float = Field(1.0, gt=0)
+    """Longest wait for a token's row; past it the request is answered from the grace cache or 503."""
+    max_headers: int = Field(100, gt=0)
+    """Request header lines; more is answered 431 before any routing or authentication."""
+    max_header_bytes: int = Field(32 * 1024, gt=0)
+    """Total size of the request headers (names and values); more is answered 431."""
+    body_timeout: float = Field(10.0, gt=0)
+    """Seconds a client has to send a whole request body; a slower one is answered 408."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a connection has to send a request's headers once it started one (or opened): else closed."""
 
     cors_origins: str | None = None
     """Browser origins allowed to call the service (CORS), comma-separated, or "*"; none by default."""
@@ -41,30 +64,15 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = os.environ.get("ROLLOUT_DATABASE_URL" if f.name == "database_url" else f"ROLLOUT_API_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-            if kind.startswith("int"):
-                values[f.name] = int(raw)
-            elif kind.startswith("float"):
-                values[f.name] = float(raw)
-            elif kind.startswith("bool"):
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-            else:
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        """Settings from the environment, with the given non-None values on top."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `from_env` rebuild these settings (for uvicorn worker processes)."""
         env: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name, value in self.model_dump().items():
             if value is None:
                 continue
-            name = "ROLLOUT_DATABASE_URL" if f.name == "database_url" else f"ROLLOUT_API_{f.name.upper()}"
-            env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+            key = DATABASE_URL_ENV if name == "database_url" else f"{ENV_PREFIX}{name.upper()}"
+            env[key] = str(value).lower() if isinstance(value, bool) else str(value)
         return env

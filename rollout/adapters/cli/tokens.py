@@ -129,7 +129,9 @@ def serve_cmd(
     # Worker processes rebuild the settings from the environment.
     os.environ.update(settings.to_env())
     uvicorn.run("rollout.adapters.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop" if _has("uvloop") else "asyncio", http="httptools" if _has("httptools") else "h11",
+                loop="uvloop" if _has("uvloop") else "asyncio",
+                # httptools plus a deadline for request headers (slowloris): see rollout.adapters.api.limits.
+                http="rollout.adapters.api.limits:GuardedHttpToolsProtocol" if _has("httptools") else "h11",
                 log_level=log_level, access_log=False, timeout_graceful_shutdown=3, server_header=False)
 
 

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollout.adapters.api.auth import authorize
-from rollout.adapters.api.common import AUTH_ERRORS, error, error_responses, service
+from rollout.adapters.api.auth import Principal, require
+from rollout.adapters.api.common import AUTH_ERRORS, error, error_responses, schema_of, service
+from rollout.adapters.api.models import FlagsDocument
 from rollout.store.tokens import Scope
 
 router = APIRouter(tags=["flags"])
-
-FLAGS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["namespace", "etag", "flags"],
-    "properties": {
-        "namespace": {"type": "string"},
-        "etag": {"type": "string"},
-        "flags": {"type": "array", "items": {"type": "object", "required": ["key", "version", "phase", "salt"]}},
-    },
-}
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -51,16 +42,17 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         "until the flags change, then answers 200 at once (a long-poll)."
     ),
     responses={200: {"description": "The flags", "headers": {"ETag": {"schema": {"type": "string"}}},
-                     "content": {"application/json": {"schema": FLAGS_SCHEMA}}},
+                     "content": {"application/json": {"schema": schema_of(FlagsDocument)}}},
                304: {"description": "Unchanged since the ETag given in If-None-Match"},
                **error_responses(*AUTH_ERRORS)},
 )
 async def get_flags(
     request: Request,
+    # A dependency: resolved before FastAPI parses any parameter (its per-header parsing is quadratic).
+    principal: Annotated[Principal, Depends(require(Scope.READ))],
     wait: Annotated[float, Query(ge=0, le=60, description="Seconds to hold the request for a change")] = 0,
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
-    principal = await authorize(request, Scope.READ)
     state = service(request)
     snapshot = state.snapshot
     if not snapshot.loaded:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from rollout.adapters.api.auth import authorize
-from rollout.adapters.api.common import AUTH_ERRORS, error_responses, json_response, service
+from rollout.adapters.api.common import AUTH_ERRORS, error_responses, json_response, schema_of, service
 from rollout.adapters.api.metrics import CONTENT_TYPE_LATEST
+from rollout.adapters.api.models import Health
 from rollout.store.tokens import Scope
 
 router = APIRouter(tags=["operations"])
@@ -20,28 +20,31 @@ router = APIRouter(tags=["operations"])
     summary="Liveness and readiness",
     description=(
         "The one route without a token, so that load balancers and orchestrators can probe it. It tells "
-        "nothing about any tenant: 200 when the flag snapshot is loaded (stale: serving the last state while "
-        "the database is unreachable), 503 before the first load."
+        "nothing about any tenant and never waits on the database: `ok` (200) when the flag snapshot is "
+        "fresh; `stale` (200) while the database is unreachable (refused or silent past the refresh "
+        "timeout) and the last snapshot is served; `down` (503) when there is no snapshot to serve."
     ),
-    responses={200: {"description": "Serving", "content": {"application/json": {"schema": {
-        "type": "object", "required": ["status", "loaded", "stale"],
-        "properties": {"status": {"type": "string"}, "loaded": {"type": "boolean"}, "stale": {"type": "boolean"}}}}}},
-               503: {"description": "Not ready"}},
+    responses={200: {"description": "Serving (ok or stale)",
+                     "content": {"application/json": {"schema": schema_of(Health)}}},
+               503: {"description": "Down: no snapshot loaded",
+                     "content": {"application/json": {"schema": schema_of(Health)}}}},
 )
 async def healthz(request: Request) -> Response:
     snapshot = service(request).snapshot
-    status = "stale" if snapshot.stale else ("ok" if snapshot.loaded else "starting")
+    status = "down" if not snapshot.loaded else ("stale" if snapshot.stale else "ok")
     return json_response({"status": status, "loaded": snapshot.loaded, "stale": snapshot.stale},
                          200 if snapshot.loaded else 503)
 
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this process",
-    description="Evaluations, outcomes accepted and rejected, snapshot version, request latency. Admin scope.",
-    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    summary="Prometheus metrics of this process, for the token's namespace",
+    description=("Admin scope. The token's own namespace's evaluations, outcomes, request latency and snapshot "
+                 "version, and the service's snapshot health; nothing of other namespaces."),
+    responses={200: {"description": "Prometheus text format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}},
                **error_responses(*AUTH_ERRORS)},
 )
 async def metrics(request: Request) -> Response:
-    await authorize(request, Scope.ADMIN)
-    return Response(service(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    principal = await authorize(request, Scope.ADMIN)
+    return Response(service(request).metrics.render(principal.namespace), media_type=CONTENT_TYPE_LATEST)

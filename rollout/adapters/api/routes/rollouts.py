@@ -9,19 +9,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollout.adapters.api.auth import authorize
+from rollout.adapters.api.auth import Principal, require
 from rollout.adapters.api.common import (
     AUTH_ERRORS,
     error_responses,
-    has_control_characters,
+    json_body,
     json_response,
-    read_json,
+    read_model,
+    schema_of,
     service,
+)
+from rollout.adapters.api.models import (
+    APPROVAL_REQUEST,
+    ROLLBACK_REQUEST,
+    ApprovalAnswer,
+    ApprovalRequest,
+    FlagDocument,
+    RollbackRequest,
 )
 from rollout.adapters.api.snapshot import flag_document
 from rollout.core.flag import KEY_PATTERN
@@ -33,16 +42,9 @@ from rollout.store.tokens import Scope
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
 FlagKey = Annotated[str, Path(description="The flag's key, in the token's namespace", max_length=200)]
-
-ROLLBACK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["reason"],
-    "properties": {
-        "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
-        "expected_version": {"type": ["integer", "null"],
-                             "description": "Refuse (409) unless the flag is still at this version"},
-    },
-}
+# Dependencies: FastAPI resolves them before it parses the path; bodies are read after them too.
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
 
 
 def check_flag_key(flag: str) -> str:
@@ -56,25 +58,15 @@ def check_flag_key(flag: str) -> str:
     "/{flag}/rollback",
     summary="Roll a flag back: everyone on the baseline, now",
     description="Admin scope. Ends the flag's active rollout as rolled back. Audited as `token:<name>`.",
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {"application/json": {"schema": ROLLBACK_SCHEMA}}}},
+    openapi_extra=json_body(RollbackRequest),
     responses={200: {"description": "The flag after the rollback",
-                     "content": {"application/json": {"schema": {"type": "object"}}}},
+                     "content": {"application/json": {"schema": schema_of(FlagDocument)}}},
                **error_responses(*AUTH_ERRORS, 404, 409, 503)},
 )
-async def rollback(request: Request, flag: FlagKey) -> Response:
-    principal = await authorize(request, Scope.ADMIN)
+async def rollback(request: Request, principal: Admin, flag: FlagKey) -> Response:
     check_flag_key(flag)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise HTTPException(422, "the body must be {\"reason\": \"...\"}")
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000 or has_control_characters(reason):
-        raise HTTPException(422, "'reason' must be 1-2000 characters of text (no control characters)")
-    expected = body.get("expected_version")
-    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)
-                                 or not 0 < expected < 2**31):
-        raise HTTPException(422, "'expected_version' must be a positive integer")
+    body = await read_model(request, ROLLBACK_REQUEST)
+    reason, expected = body.reason, body.expected_version
     state = service(request)
 
     def work() -> dict[str, Any]:
@@ -110,10 +102,9 @@ async def rollback(request: Request, flag: FlagKey) -> Response:
                      "content": {"application/json": {"schema": {"type": "object"}}}},
                **error_responses(*AUTH_ERRORS, 404, 503)},
 )
-async def status(request: Request, flag: FlagKey) -> Response:
+async def status(request: Request, principal: Reader, flag: FlagKey) -> Response:
     from rollout.app.status import rollout_status
 
-    principal = await authorize(request, Scope.READ)
     check_flag_key(flag)
     state = service(request)
 
@@ -127,46 +118,30 @@ async def status(request: Request, flag: FlagKey) -> Response:
         raise HTTPException(404, f"no flag {flag!r} in this namespace") from None
 
 
-APPROVE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["decision"],
-    "properties": {
-        "decision": {"type": "string", "enum": ["approve", "reject"]},
-        "comment": {"type": "string", "maxLength": 2000},
-    },
-}
-
-
 @router.post(
     "/{flag}/approve",
     summary="Answer the approval gate a rollout waits at",
     description=("Admin scope. The same input as the Prefect UI form and `rollout approve`; the approver is "
                  "`token:<name>`. Recorded and audited, then the paused flow run is resumed."),
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {"application/json": {"schema": APPROVE_SCHEMA}}}},
+    openapi_extra=json_body(ApprovalRequest),
     responses={200: {"description": "The answer as recorded",
-                     "content": {"application/json": {"schema": {"type": "object"}}}},
+                     "content": {"application/json": {"schema": schema_of(ApprovalAnswer)}}},
                **error_responses(*AUTH_ERRORS, 404, 409, 503)},
 )
-async def approve(request: Request, flag: FlagKey) -> Response:
+async def approve(request: Request, principal: Admin, flag: FlagKey) -> Response:
     from rollout.app.approvals import submit_approval
 
-    principal = await authorize(request, Scope.ADMIN)
     check_flag_key(flag)
-    body = await read_json(request)
-    if not isinstance(body, dict) or body.get("decision") not in ("approve", "reject"):
-        raise HTTPException(422, "the body must be {\"decision\": \"approve\" or \"reject\", \"comment\": \"...\"}")
-    comment = body.get("comment", "")
-    if not isinstance(comment, str) or len(comment) > 2000 or has_control_characters(comment):
-        raise HTTPException(422, "'comment' must be at most 2000 characters of text (no control characters)")
+    body = await read_model(request, APPROVAL_REQUEST)
     state = service(request)
     try:
         result = await run_in_threadpool(
-            lambda: submit_approval(state.engine, flag, approver=principal.actor, approved=body["decision"] == "approve",
-                                    comment=comment, namespace=principal.namespace))
+            lambda: submit_approval(state.engine, flag, approver=principal.actor, approved=body.decision == "approve",
+                                    comment=body.comment, namespace=principal.namespace))
     except (FlagNotFoundError, NotFoundError) as exc:
         raise HTTPException(404, str(exc)) from None
     except ConflictError as exc:
         raise HTTPException(409, str(exc)) from None
-    return json_response({"rollout_id": result.rollout_id, "stage": result.stage, "approved": result.approved,
-                          "approver": principal.actor, "resumed_flow_run": result.resumed_flow_run})
+    answer = ApprovalAnswer(rollout_id=result.rollout_id, stage=result.stage, approved=result.approved,
+                            approver=principal.actor, resumed_flow_run=result.resumed_flow_run)
+    return json_response(answer.model_dump())
