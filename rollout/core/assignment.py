@@ -12,7 +12,7 @@ returns a shared, immutable `Assignment`; it allocates nothing.
 
 `Exposure` is one unit's assignment: what `RolloutClient.assign()` hands the
 app, to pass back with outcomes. It is two references (the shared answer and
-the unit), so binding the unit costs one small object and nothing more.
+the unit), so binding the unit costs one small tuple and nothing more.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import mmh3
 
@@ -51,14 +51,12 @@ class ErrorCode(StrEnum):
     GENERAL = "GENERAL"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class Cell:
     """Where one arm's exposures and outcomes are counted: flag, rollout, stage, variant, stratum.
 
-    Built once per compiled arm and shared by every answer from it. Compared
-    by identity on purpose: it is a dictionary key on the SDK's hot path, and
-    hashing by identity is as cheap as hashing gets. Two cells with equal
-    fields (from two snapshots) are merged when the counts are written.
+    Built once per compiled arm and shared by its answers. Counts of two
+    cells with equal fields (from two snapshots) are merged when written.
     `rollout_id` is 0 when the flag has no rollout, as in the exposures table.
     """
 
@@ -70,12 +68,16 @@ class Cell:
     stratum: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Assignment:
     """The answer to "which variant does this unit get?".
 
     `variant` is always usable: on any fault it is the baseline (or the
     caller's default) and `reason`/`error_code` say what went wrong.
+
+    Every possible answer of a compiled flag is built once and shared, so
+    answers compare (and hash) by identity: that makes an `Exposure` (answer,
+    unit) a dictionary key that hashes in C, on the SDK's hot path.
     """
 
     flag: str
@@ -99,52 +101,47 @@ class Assignment:
         return self.cell.stage if self.cell is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class Exposure:
+class Exposure(NamedTuple):
     """One unit's assignment, as `RolloutClient.assign()` returns it: read it like an `Assignment`.
 
-    Pass it back to `record(exposure, metrics)` (or its `token`, see
+    Pass it back to `record(exposure, metrics)` (or its token, see
     `RolloutClient.exposure_token`) so an outcome is credited to the
     variant, stratum and stage this unit was served, whatever the flag
     looks like by the time the outcome arrives.
+
+    A named tuple rather than a frozen dataclass, for a measured reason: the
+    SDK builds one per `assign()` call and uses it, as it is, as the key of
+    its exposure counts; a tuple is built and hashed in C (about half the
+    cost of the dataclass's slots, and no second key object).
     """
 
     assignment: Assignment
-    unit_id: str | None
+    unit_id: str | None  # None on error answers: nothing was served to credit
 
-    flag = property(lambda self: self.assignment.flag)
-    variant = property(lambda self: self.assignment.variant)
-    stratum = property(lambda self: self.assignment.stratum)
-    in_shadow = property(lambda self: self.assignment.in_shadow)
-    reason = property(lambda self: self.assignment.reason)
-    flag_version = property(lambda self: self.assignment.flag_version)
-    is_candidate = property(lambda self: self.assignment.is_candidate)
-    value = property(lambda self: self.assignment.value)
-    error_code = property(lambda self: self.assignment.error_code)
-    rollout_id = property(lambda self: self.assignment.rollout_id)
-    stage = property(lambda self: self.assignment.stage)
+    flag = property(lambda self: self[0].flag)
+    variant = property(lambda self: self[0].variant)
+    stratum = property(lambda self: self[0].stratum)
+    in_shadow = property(lambda self: self[0].in_shadow)
+    reason = property(lambda self: self[0].reason)
+    flag_version = property(lambda self: self[0].flag_version)
+    is_candidate = property(lambda self: self[0].is_candidate)
+    value = property(lambda self: self[0].value)
+    error_code = property(lambda self: self[0].error_code)
+    rollout_id = property(lambda self: self[0].rollout_id)
+    stage = property(lambda self: self[0].stage)
 
     @property
     def cell(self) -> Cell | None:
         """The arm to credit, or None when this answer was an error (nothing was served to credit)."""
-        return self.assignment.cell if self.unit_id is not None else None
+        return self[0].cell if self[1] is not None else None
 
 
-_new = object.__new__
-_set_assignment = Exposure.assignment.__set__  # type: ignore[attr-defined]
-_set_unit = Exposure.unit_id.__set__  # type: ignore[attr-defined]
+_new_tuple = tuple.__new__
 
 
 def bind(assignment: Assignment, unit_id: str | None) -> Exposure:
-    """`Exposure(assignment, unit_id)` without the frozen dataclass's generic `__init__`.
-
-    assign() calls this on every request; setting the two slots directly was
-    measurably cheaper than the generated `__init__` (bench/assign.py).
-    """
-    exposure = _new(Exposure)
-    _set_assignment(exposure, assignment)
-    _set_unit(exposure, unit_id)
-    return exposure
+    """`Exposure(assignment, unit_id)`, minus the keyword handling of the generated constructor."""
+    return _new_tuple(Exposure, (assignment, unit_id))
 
 
 def bucket(salt: str, unit_id: str) -> int:

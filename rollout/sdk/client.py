@@ -148,14 +148,14 @@ class RolloutClient:
         cell = a.cell
         if cell is None:
             return bind(a, None)
+        exposure = _new_tuple(Exposure, (a, unit_id))  # bind(), inlined: this is the hot path
         # Counted only while the flag has a rollout: the judge is what reads exposures, and outside a
         # rollout everyone gets one variant, so counting would add a row per unit per flag that no
         # question needs (an app with many settled flags would write for nothing on every request).
         if cell.rollout_id and self._count_exposures:
             counts = self._exposures.counts
-            key = (cell, unit_id)
-            counts[key] = counts.get(key, 0) + 1
-        return bind(a, unit_id)
+            counts[exposure] = counts.get(exposure, 0) + 1
+        return exposure
 
     def exposure_token(self, exposure: Exposure) -> str | None:
         """A short signed token of what `assign()` served, for outcomes recorded later: `record(token, metrics)`.
@@ -435,6 +435,7 @@ def outcome_entry(
 
 
 _SHADOW = Phase.SHADOW
+_new_tuple = tuple.__new__
 
 
 def _check_pair_id(pair_id: Any) -> None:

@@ -1,6 +1,7 @@
 """Exposures: who was served what, counted in memory and written as counts; and exposure tokens.
 
-Counting. `assign()` adds one to `counts[(cell, unit)]`: a dictionary increment,
+Counting. `assign()` adds one to `counts[exposure]` (the (answer, unit) tuple it
+returns, hashed in C): a dictionary increment,
 no clock read, no lock. The outcome flusher's thread calls `write_pending()`
 every tick: it swaps in a fresh dictionary, turns the old one into one row per
 (flag, rollout, stage, variant, stratum, unit hash) with its count, and upserts
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from rollout.core import Cell
+from rollout.core import Cell, Exposure
 from rollout.core.outcome import validate_metrics
 from rollout.errors import ExposureExpiredError, InvalidExposureError
 from rollout.store.exposures import ExposureKey, ExposureRow
@@ -63,7 +64,7 @@ class ExposureCounts:
 
     def __init__(self, write: Callable[[Sequence[ExposureRow]], int], flag_ids: Callable[[], Mapping[str, int]],
                  unit_hash: UnitHash, *, capacity: int = 200_000, batch_size: int = 5_000) -> None:
-        self.counts: dict[tuple[Cell, str], int] = {}
+        self.counts: dict[Exposure, int] = {}
         self._write = write
         self._flag_ids = flag_ids
         self._unit_hash = unit_hash
@@ -107,7 +108,8 @@ class ExposureCounts:
         time.sleep(_GRACE)
         ids, unit_hash, pending = self._flag_ids(), self._unit_hash, self._pending
         hashes: dict[tuple[str, str], int] = {}
-        for (cell, unit), n in retired.items():
+        for (answer, unit), n in retired.items():
+            cell = answer.cell
             flag_id = ids.get(cell.flag)
             if flag_id is None:  # the flag was deleted since: nothing left to credit
                 continue
