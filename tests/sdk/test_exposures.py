@@ -24,12 +24,12 @@ from rollout.store.secrets import EXPOSURE, rotate
 FREE = Stratum.from_json({"name": "free", "match": {"attribute": "tier", "equals": "free"}})
 
 
-def _flag_in_rollout(engine: Engine, *, bp: int, stage: int = 1) -> tuple[int, int]:
+def flag_in_rollout(engine: Engine, *, bp: int, stage: int = 1, key: str = "summarizer") -> tuple[int, int]:
     """A flag ramping at `bp` with an active rollout in `stage`: (flag id, rollout id)."""
     with transaction(engine) as s:
-        store.create_flag(s, "summarizer", variants=["current", "new-model"], actor="t", strata=[FREE], salt="salt")
-        store.set_allocation(s, "summarizer", bp, actor="t")
-        flag_id = s.scalar(select(Flag.id).where(Flag.key == "summarizer"))
+        store.create_flag(s, key, variants=["current", "new-model"], actor="t", strata=[FREE], salt="salt")
+        store.set_allocation(s, key, bp, actor="t")
+        flag_id = s.scalar(select(Flag.id).where(Flag.key == key))
         row = Rollout(flag_id=flag_id, active_flag_id=flag_id, plan={}, status="running", stage_index=stage,
                       started_by="t", lease_owner="t", started_at=utcnow(), updated_at=utcnow())
         s.add(row)
@@ -37,9 +37,9 @@ def _flag_in_rollout(engine: Engine, *, bp: int, stage: int = 1) -> tuple[int, i
         return flag_id, row.id
 
 
-def _ramp(engine: Engine, *, bp: int, stage: int) -> None:
+def ramp(engine: Engine, *, bp: int, stage: int, key: str = "summarizer") -> None:
     with transaction(engine) as s:
-        store.set_allocation(s, "summarizer", bp, actor="t")
+        store.set_allocation(s, key, bp, actor="t")
         s.execute(update(Rollout).values(stage_index=stage))
 
 
@@ -58,7 +58,7 @@ def _baseline_unit(client: RolloutClient) -> str:
 
 def test_repeat_assignments_become_one_counted_row_per_unit_and_cell(engine: Engine, db_url: str) -> None:
     # Given a flag in stage 1 of a rollout
-    flag_id, rollout_id = _flag_in_rollout(engine, bp=5_000)
+    flag_id, rollout_id = flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False, refresh_interval=3600) as client:
         # When unit a asks 5 times (free tier), unit b twice (no attributes), then again after a flush
         answers = [client.assign("summarizer", "a", {"tier": "free"}) for _ in range(5)]
@@ -95,7 +95,7 @@ def test_flags_without_a_rollout_count_no_exposures(engine: Engine, db_url: str)
 
 
 def test_exposures_can_be_switched_off(engine: Engine, db_url: str) -> None:
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False, exposures=False) as client:
         client.assign("summarizer", "u1")
         assert client.flush(timeout=30)
@@ -104,7 +104,7 @@ def test_exposures_can_be_switched_off(engine: Engine, db_url: str) -> None:
 
 
 def test_error_answers_count_nothing_and_cannot_be_credited(engine: Engine, db_url: str) -> None:
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False) as client:
         # Given answers that are errors (unknown flag, missing unit)
         for answer in (client.assign("nope", "u1"), client.assign("summarizer", "")):
@@ -118,16 +118,16 @@ def test_error_answers_count_nothing_and_cannot_be_credited(engine: Engine, db_u
 
 # --- crediting what was served ------------------------------------------------------------
 
-def test_a_late_outcome_is_credited_to_what_was_served_before_the_ramp(engine: Engine, db_url: str) -> None:
+def test_a_late_outcome_is_credited_to_what_was_served_before_theramp(engine: Engine, db_url: str) -> None:
     # Given a user served the baseline in stage 1 at 10 %, holding the assignment and its token
-    _, rollout_id = _flag_in_rollout(engine, bp=1_000, stage=1)
+    _, rollout_id = flag_in_rollout(engine, bp=1_000, stage=1)
     with RolloutClient(db_url, listen=False, refresh_interval=3600) as client:
         unit = _baseline_unit(client)
         served = client.assign("summarizer", unit)
         token = client.exposure_token(served)
         assert served.variant == "current" and token is not None and len(token) < 100
         # When the allocation is raised to 100 % in stage 2, and the outcomes arrive afterwards
-        _ramp(engine, bp=10_000, stage=2)
+        ramp(engine, bp=10_000, stage=2)
         assert client.refresh()
         assert client.assign("summarizer", unit).variant == "new-model"
         client.record(token, {"thumbs_up": 0})
@@ -145,7 +145,7 @@ def test_a_late_outcome_is_credited_to_what_was_served_before_the_ramp(engine: E
 
 def test_a_token_is_honoured_by_another_client_of_the_namespace(engine: Engine, db_url: str) -> None:
     # Given a token issued by one process
-    _flag_in_rollout(engine, bp=10_000)
+    flag_in_rollout(engine, bp=10_000)
     with RolloutClient(db_url, listen=False) as issuer:
         token = issuer.exposure_token(issuer.assign("summarizer", "u1", {"tier": "free"}))
     # When another process records with it, Then it is credited as served
@@ -165,7 +165,7 @@ TAMPERINGS = [
 
 @pytest.mark.parametrize(("case", "tamper"), TAMPERINGS, ids=[c for c, _ in TAMPERINGS])
 def test_forged_or_tampered_tokens_are_refused_and_store_nothing(engine: Engine, db_url: str, case, tamper) -> None:  # type: ignore[no-untyped-def]
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False) as client:
         token = client.exposure_token(client.assign("summarizer", "u1"))
         with pytest.raises(InvalidExposureError):
@@ -175,7 +175,7 @@ def test_forged_or_tampered_tokens_are_refused_and_store_nothing(engine: Engine,
 
 
 def test_a_token_from_another_namespace_is_refused(engine: Engine, db_url: str) -> None:
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False) as client:
         token = client.exposure_token(client.assign("summarizer", "u1"))
     # Given keys of another namespace (its own secret), When it verifies the token, Then it is refused
@@ -186,7 +186,7 @@ def test_a_token_from_another_namespace_is_refused(engine: Engine, db_url: str) 
 
 
 def test_tokens_older_than_the_horizon_are_refused_with_a_clear_error(engine: Engine, db_url: str) -> None:
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False, exposure_horizon=0.5) as client:
         token = client.exposure_token(client.assign("summarizer", "u1"))
         time.sleep(1.6)
@@ -197,7 +197,7 @@ def test_tokens_older_than_the_horizon_are_refused_with_a_clear_error(engine: En
 
 def test_tokens_signed_before_a_key_rotation_still_verify(engine: Engine, db_url: str) -> None:
     # Given a token signed with key version 1, and a rotation to version 2 by someone else
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False) as client:
         old = client.exposure_token(client.assign("summarizer", "u1"))
         with transaction(engine) as s:
@@ -213,7 +213,7 @@ def test_tokens_signed_before_a_key_rotation_still_verify(engine: Engine, db_url
 
 
 def test_exposure_forms_refuse_variant_and_attributes(engine: Engine, db_url: str) -> None:
-    _flag_in_rollout(engine, bp=5_000)
+    flag_in_rollout(engine, bp=5_000)
     with RolloutClient(db_url, listen=False) as client:
         served = client.assign("summarizer", "u1")
         with pytest.raises(InvalidOutcomeError, match="fixes the variant"):

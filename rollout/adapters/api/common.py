@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -45,6 +45,8 @@ class ServiceState:
     tokens: TokenCache
     limiter: RateLimiter
     metrics: Metrics
+    # namespace -> (its exposure-token keys, when loading them was last tried); see api/exposures.py
+    exposure_keys: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
 
 def service(request: Request) -> ServiceState:

@@ -25,6 +25,8 @@ class ApiSettings:
     """On PostgreSQL, also wake on NOTIFY rollout_flags."""
     token_ttl: float = 2.0
     """How long a verified token is trusted before it is read again: the delay for a revocation to bite."""
+    exposure_horizon: float = 7 * 24 * 3600.0
+    """Seconds after it was issued that an exposure token still credits an outcome (as the SDK's setting)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from rollout.adapters.api.auth import authorize
 from rollout.adapters.api.common import AUTH_ERRORS, assignment_json, error_responses, json_response, read_json, service
+from rollout.adapters.api.exposures import namespace_keys, token_for
 from rollout.core import Assignment, ErrorCode
 from rollout.core.assignment import error_assignment
 from rollout.store.tokens import Scope
@@ -41,6 +42,8 @@ RESULT_SCHEMA: dict[str, Any] = {
         "reason": {"type": "string", "enum": ["SPLIT", "STATIC", "DEFAULT", "DISABLED", "STALE", "ERROR"]},
         "error_code": {"type": ["string", "null"]},
         "flag_version": {"type": "integer"},
+        "exposure": {"type": ["string", "null"],
+                     "description": "Signed token of what was served: send it with late outcomes (POST /v1/outcomes)"},
     },
 }
 REQUEST_SCHEMA: dict[str, Any] = {
@@ -110,6 +113,7 @@ async def evaluate(request: Request) -> Response:
     # Like the SDK: before the first load nothing is known, which is not the same as "no such flag".
     missing = ErrorCode.FLAG_NOT_FOUND if state.snapshot.loaded else ErrorCode.PROVIDER_NOT_READY
     metrics = state.metrics
+    keys, ids = await namespace_keys(state, principal.namespace), state.snapshot.view(principal.namespace).ids
     if isinstance(body, dict) and "items" in body:
         items = body["items"]
         if not isinstance(items, list):
@@ -118,10 +122,12 @@ async def evaluate(request: Request) -> Response:
             raise HTTPException(413, f"at most {state.settings.max_batch} evaluations per request, got {len(items)}")
         results = []
         for i, raw in enumerate(items):
-            a = evaluate_one(flags, missing, *parse_item(raw, f"items[{i}]"))
+            item = parse_item(raw, f"items[{i}]")
+            a = evaluate_one(flags, missing, *item)
             metrics.evaluated(a.reason.value)
-            results.append(assignment_json(a))
+            results.append({**assignment_json(a), "exposure": token_for(keys, ids, a, item[1])})
         return json_response({"results": results})
-    a = evaluate_one(flags, missing, *parse_item(body, "the body"))
+    item = parse_item(body, "the body")
+    a = evaluate_one(flags, missing, *item)
     metrics.evaluated(a.reason.value)
-    return json_response(assignment_json(a))
+    return json_response({**assignment_json(a), "exposure": token_for(keys, ids, a, item[1])})
