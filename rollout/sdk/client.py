@@ -219,6 +219,18 @@ class RolloutClient:
         self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics,
                                        variant=variant, attributes=attributes, at=time.time(), pair_id=pair_id))
 
+    def feedback(self, exposure: Exposure | str, *, thumbs_up: bool | None = None,
+                 rating: float | None = None) -> None:
+        """A user's feedback on what they were served: stored as outcomes of that exposure.
+
+        `exposure` is what `assign()` returned or its token (feedback often
+        comes minutes later, from another process). `thumbs_up` is stored as
+        the metric `thumbs_up` (1 or 0), `rating` as `rating`; judge either in
+        the plan like any metric. Refused like `record(token, ...)`: forged,
+        foreign or expired tokens raise InvalidExposureError.
+        """
+        self.record(exposure, feedback_metrics(thumbs_up, rating))
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every outcome recorded so far is stored. False if `timeout` ran out first.
 
@@ -436,6 +448,20 @@ def outcome_entry(
 
 _SHADOW = Phase.SHADOW
 _new_tuple = tuple.__new__
+
+
+def feedback_metrics(thumbs_up: Any, rating: Any) -> dict[str, float]:
+    """The metrics of one piece of feedback, or InvalidOutcomeError: the SDK and POST /v1/feedback share it."""
+    metrics: dict[str, float] = {}
+    if thumbs_up is not None:
+        if not isinstance(thumbs_up, bool):
+            raise InvalidOutcomeError(f"thumbs_up must be true or false, got {thumbs_up!r}")
+        metrics["thumbs_up"] = float(thumbs_up)
+    if rating is not None:
+        metrics["rating"] = rating  # validated with every other metric value
+    if not metrics:
+        raise InvalidOutcomeError("feedback needs thumbs_up or rating")
+    return metrics
 
 
 def _check_pair_id(pair_id: Any) -> None:

@@ -269,3 +269,27 @@ def test_a_token_round_trips_what_was_served() -> None:
     assert keys.verify(keys.sign(served), horizon=60) == served
     with pytest.raises(ExposureExpiredError):
         keys.verify(keys.sign(served), horizon=60, now=time.time() + 120)
+
+
+# --- feedback ------------------------------------------------------------------------------------
+
+def test_late_feedback_is_credited_to_the_arm_that_served_it(engine: Engine, db_url: str) -> None:
+    # Given a user served the baseline at 10 %, then a ramp to 100 % in stage 2
+    _, rollout_id = flag_in_rollout(engine, bp=1_000, stage=1)
+    with RolloutClient(db_url, listen=False, refresh_interval=3600) as client:
+        unit = _baseline_unit(client)
+        token = client.exposure_token(client.assign("summarizer", unit))
+        ramp(engine, bp=10_000, stage=2)
+        assert client.refresh()
+        # When their feedback arrives, by token
+        client.feedback(token, thumbs_up=False, rating=2)
+        # Then bad feedback input is refused at once
+        with pytest.raises(InvalidOutcomeError, match="thumbs_up or rating"):
+            client.feedback(token)
+        with pytest.raises(InvalidOutcomeError, match="true or false"):
+            client.feedback(token, thumbs_up="yes")  # type: ignore[arg-type]
+        assert client.flush(timeout=30)
+    # And it is stored as the baseline's, in stage 1
+    h = _unit_hash("salt", unit)
+    assert _outcomes(engine) == [(rollout_id, 1, "current", "default", h, "thumbs_up", 0.0),
+                                 (rollout_id, 1, "current", "default", h, "rating", 2.0)]

@@ -26,7 +26,7 @@ from rollout.adapters.api.common import ServiceState, error
 from rollout.adapters.api.fastlane import FastLane
 from rollout.adapters.api.limits import BodyLimitMiddleware
 from rollout.adapters.api.metrics import Metrics, TimingMiddleware
-from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, outcomes, rollouts
+from rollout.adapters.api.routes import evaluate, feedback, flags, ofrep, ops, outcomes, rollouts
 from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal, ServiceSnapshot
 from rollout.sdk.snapshot import Refresher
@@ -35,7 +35,8 @@ from rollout.store.db import database_url, make_engine
 
 log = logging.getLogger("rollout.api")
 
-ROUTERS = (flags.router, evaluate.router, outcomes.router, rollouts.router, ofrep.router, ops.router)
+ROUTERS = (flags.router, evaluate.router, outcomes.router, feedback.router, rollouts.router, ofrep.router,
+           ops.router)
 
 DESCRIPTION = """\
 Flag state for apps in any language. Every route except `/healthz` needs an API token

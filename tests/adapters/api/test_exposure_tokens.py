@@ -86,3 +86,30 @@ def test_another_namespace_cannot_use_the_token(api: Service) -> None:
 def test_error_answers_carry_no_token(api: Service) -> None:
     response = api.client.post("/v1/evaluate", json={"flag": "nope", "unit_id": "u1"}, headers=api.auth("read"))
     assert response.json()["exposure"] is None
+
+
+FEEDBACK = [
+    # (body beside the token, status, stored metrics or the reason refused)
+    ({"thumbs_up": False}, 200, [("thumbs_up", 0.0)]),
+    ({"thumbs_up": True, "rating": 4.5}, 200, [("thumbs_up", 1.0), ("rating", 4.5)]),
+    ({}, 422, "thumbs_up or rating"),
+    ({"thumbs_up": "yes"}, 422, "true or false"),
+    ({"rating": "great"}, 422, "number"),
+    ({"comment": "meh"}, 422, "unknown fields"),
+]
+
+
+def test_feedback_over_http_is_stored_as_outcomes_of_the_exposure(api: Service) -> None:
+    flag_in_rollout(api.engine, bp=10_000, key=FLAG)
+    token = _wait_for_variant(api, "u1", "new-model")["exposure"]
+    for extra, status, expected in FEEDBACK:
+        before = _stored(api)
+        response = api.client.post("/v1/feedback", json={"exposure": token, **extra}, headers=api.auth("write"))
+        assert response.status_code == status, (extra, response.text)
+        if status == 200:
+            assert [(r[4], r[5]) for r in _stored(api)[len(before):]] == expected
+        else:
+            assert expected in response.json()["error"] and _stored(api) == before
+    forged = api.client.post("/v1/feedback", json={"exposure": token[:-2] + "xx", "thumbs_up": True},
+                             headers=api.auth("write"))
+    assert forged.status_code == 422 and "signature" in forged.json()["error"]
