@@ -29,6 +29,22 @@ def _evaluate(api: Service, unit: str) -> dict:
     return response.json()
 
 
+def _wait_for_stage(api: Service, stage: int) -> None:
+    """Until the service's snapshot shows the rollout in `stage`.
+
+    On SQLite a refresh can read the flags and the rollouts on either side of
+    a commit, and answer one poll interval without the rollout; tokens issued
+    then would name no rollout. The next poll mends it; the test waits for it.
+    """
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        flag = api.client.app.state.rollout.snapshot.view("default").flags.get(FLAG)
+        if flag is not None and flag.state.rollout_id is not None and flag.state.stage == stage:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the service never showed stage {stage}")
+
+
 def _wait_for_variant(api: Service, unit: str, variant: str) -> dict:
     deadline = time.monotonic() + 10
     while (answer := _evaluate(api, unit))["variant"] != variant and time.monotonic() < deadline:
@@ -39,11 +55,13 @@ def _wait_for_variant(api: Service, unit: str, variant: str) -> dict:
 def test_a_late_outcome_posted_with_the_token_is_credited_to_the_baseline_in_the_old_stage(api: Service) -> None:
     # Given a unit served the baseline over HTTP in stage 1 at 10 %, and the token that came with the answer
     _, rollout_id = flag_in_rollout(api.engine, bp=1_000, stage=1, key=FLAG)
+    _wait_for_stage(api, 1)
     unit = next(u for u in (f"u{i}" for i in range(100)) if _wait_for_variant(api, u, "current")["variant"] == "current")
     token = _evaluate(api, unit)["exposure"]
     assert isinstance(token, str) and len(token) < 100
     # When the allocation goes to 100 % in stage 2, and the outcome is posted afterwards with the token
     ramp(api.engine, bp=10_000, stage=2, key=FLAG)
+    _wait_for_stage(api, 2)
     assert _wait_for_variant(api, unit, "new-model")["variant"] == "new-model"
     response = api.client.post("/v1/outcomes", headers=api.auth("write"), json={"outcomes": [
         {"exposure": token, "metrics": {"thumbs_up": 0}},
