@@ -1,8 +1,8 @@
 """rollout: get a new model, prompt or agent in front of users safely.
 
 The public surface for applications is small: `RolloutClient` to ask for
-variants, shadow a candidate and report outcomes, the `Assignment` it answers
-with, and the error tree in `rollout.errors`. Scorers for shadow runs are in
+variants, shadow a candidate and report outcomes, the `Exposure` (an
+`Assignment` bound to its unit) it answers with, and the error tree in `rollout.errors`. Scorers for shadow runs are in
 `rollout.core.scorers`; the OpenFeature provider in `rollout.adapters.openfeature`.
 
 Names are imported on first use, so `import rollout.core` (the pure core) loads
@@ -20,13 +20,16 @@ __version__ = "0.1.0"
 _SURFACE = {
     "Assignment": "rollout.core",
     "ErrorCode": "rollout.core",
+    "Exposure": "rollout.core",
     "Phase": "rollout.core",
     "Reason": "rollout.core",
     "ClientStats": "rollout.sdk",
     "Retry": "rollout.sdk",
     "RolloutClient": "rollout.sdk",
     "ShadowStats": "rollout.sdk",
+    "ExposureExpiredError": "rollout.errors",
     "FlagNotFoundError": "rollout.errors",
+    "InvalidExposureError": "rollout.errors",
     "InvalidInputError": "rollout.errors",
     "InvalidOutcomeError": "rollout.errors",
     "RolloutError": "rollout.errors",
@@ -35,8 +38,15 @@ _SURFACE = {
 __all__ = sorted([*_SURFACE, "__version__"])
 
 if TYPE_CHECKING:
-    from rollout.core import Assignment, ErrorCode, Phase, Reason
-    from rollout.errors import FlagNotFoundError, InvalidInputError, InvalidOutcomeError, RolloutError
+    from rollout.core import Assignment, ErrorCode, Exposure, Phase, Reason
+    from rollout.errors import (
+        ExposureExpiredError,
+        FlagNotFoundError,
+        InvalidExposureError,
+        InvalidInputError,
+        InvalidOutcomeError,
+        RolloutError,
+    )
     from rollout.sdk import ClientStats, Retry, RolloutClient, ShadowStats
 
 

@@ -3,6 +3,8 @@
     RolloutError                      base of everything below
     ├── InvalidInputError             the caller's input is wrong; nothing was written
     │   ├── InvalidOutcomeError       an outcome passed to record() or the HTTP API
+    │   │   └── InvalidExposureError  an exposure token that is malformed, forged or from another namespace
+    │   │       └── ExposureExpiredError  a valid token issued longer ago than the exposure horizon
     │   ├── InvalidFlagError          a flag definition (key, variants, strata, percent)
     │   └── InvalidPlanError          a rollout plan; `.problems` lists every problem
     ├── NotFoundError                 the thing named does not exist
@@ -46,10 +48,12 @@ __all__ = [
     "AccessError",
     "AuthenticationError",
     "ConflictError",
+    "ExposureExpiredError",
     "FlagExistsError",
     "FlagNotFoundError",
     "InvalidFlagError",
     "InvalidInputError",
+    "InvalidExposureError",
     "InvalidOutcomeError",
     "InvalidPlanError",
     "NotFoundError",
@@ -75,6 +79,14 @@ class InvalidInputError(RolloutError, ValueError):
 
 class InvalidOutcomeError(InvalidInputError):
     """An outcome was refused at the door: bad metric name or value, too many metrics."""
+
+
+class InvalidExposureError(InvalidOutcomeError):
+    """An exposure token was refused: it does not decode, or its signature does not verify in this namespace."""
+
+
+class ExposureExpiredError(InvalidExposureError):
+    """A genuine exposure token, issued longer ago than the exposure horizon: too late to credit what was served."""
 
 
 class InvalidFlagError(InvalidInputError):

@@ -1,6 +1,16 @@
 """The pure core: flags, assignment and (later) the rollout controller. No I/O here."""
 
-from rollout.core.assignment import Assignment, CompiledFlag, ErrorCode, Reason, bucket, error_assignment
+from rollout.core.assignment import (
+    Assignment,
+    Cell,
+    CompiledFlag,
+    ErrorCode,
+    Exposure,
+    Reason,
+    bind,
+    bucket,
+    error_assignment,
+)
 from rollout.core.flag import (
     BUCKETS,
     DEFAULT_STRATUM,
@@ -16,14 +26,17 @@ __all__ = [
     "BUCKETS",
     "DEFAULT_STRATUM",
     "Assignment",
+    "Cell",
     "CompiledFlag",
     "Condition",
     "ErrorCode",
+    "Exposure",
     "FlagState",
     "Op",
     "Phase",
     "Reason",
     "Stratum",
+    "bind",
     "bucket",
     "error_assignment",
     "percent_to_bp",

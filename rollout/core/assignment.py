@@ -9,14 +9,18 @@ Speed matters here (an app may call this on every request), so a flag is
 compiled once per snapshot: strata become small closures and every possible
 answer is built in advance. `evaluate` then hashes once, compares once and
 returns a shared, immutable `Assignment`; it allocates nothing.
+
+`Exposure` is one unit's assignment: what `RolloutClient.assign()` hands the
+app, to pass back with outcomes. It is two references (the shared answer and
+the unit), so binding the unit costs one small tuple and nothing more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import mmh3
 
@@ -48,11 +52,32 @@ class ErrorCode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Cell:
+    """Where one arm's exposures and outcomes are counted: flag, rollout, stage, variant, stratum.
+
+    Built once per compiled arm and shared by its answers. Counts of two
+    cells with equal fields (from two snapshots) are merged when written.
+    `rollout_id` is 0 when the flag has no rollout, as in the exposures table.
+    """
+
+    flag: str
+    salt: str
+    rollout_id: int
+    stage: int
+    variant: str
+    stratum: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Assignment:
     """The answer to "which variant does this unit get?".
 
     `variant` is always usable: on any fault it is the baseline (or the
     caller's default) and `reason`/`error_code` say what went wrong.
+
+    Every possible answer of a compiled flag is built once and shared, so
+    answers compare (and hash) by identity: that makes an `Exposure` (answer,
+    unit) a dictionary key that hashes in C, on the SDK's hot path.
     """
 
     flag: str
@@ -64,6 +89,59 @@ class Assignment:
     is_candidate: bool = False
     value: Any = None
     error_code: ErrorCode | None = None
+    # None on error answers: there is no served arm to credit.
+    cell: Cell | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def rollout_id(self) -> int | None:
+        return self.cell.rollout_id or None if self.cell is not None else None
+
+    @property
+    def stage(self) -> int | None:
+        return self.cell.stage if self.cell is not None else None
+
+
+class Exposure(NamedTuple):
+    """One unit's assignment, as `RolloutClient.assign()` returns it: read it like an `Assignment`.
+
+    Pass it back to `record(exposure, metrics)` (or its token, see
+    `RolloutClient.exposure_token`) so an outcome is credited to the
+    variant, stratum and stage this unit was served, whatever the flag
+    looks like by the time the outcome arrives.
+
+    A named tuple rather than a frozen dataclass, for a measured reason: the
+    SDK builds one per `assign()` call and uses it, as it is, as the key of
+    its exposure counts; a tuple is built and hashed in C (about half the
+    cost of the dataclass's slots, and no second key object).
+    """
+
+    assignment: Assignment
+    unit_id: str | None  # None on error answers: nothing was served to credit
+
+    flag = property(lambda self: self[0].flag)
+    variant = property(lambda self: self[0].variant)
+    stratum = property(lambda self: self[0].stratum)
+    in_shadow = property(lambda self: self[0].in_shadow)
+    reason = property(lambda self: self[0].reason)
+    flag_version = property(lambda self: self[0].flag_version)
+    is_candidate = property(lambda self: self[0].is_candidate)
+    value = property(lambda self: self[0].value)
+    error_code = property(lambda self: self[0].error_code)
+    rollout_id = property(lambda self: self[0].rollout_id)
+    stage = property(lambda self: self[0].stage)
+
+    @property
+    def cell(self) -> Cell | None:
+        """The arm to credit, or None when this answer was an error (nothing was served to credit)."""
+        return self[0].cell if self[1] is not None else None
+
+
+_new_tuple = tuple.__new__
+
+
+def bind(assignment: Assignment, unit_id: str | None) -> Exposure:
+    """`Exposure(assignment, unit_id)`, minus the keyword handling of the generated constructor."""
+    return _new_tuple(Exposure, (assignment, unit_id))
 
 
 def bucket(salt: str, unit_id: str) -> int:
@@ -147,11 +225,14 @@ class CompiledFlag:
         s = self.state
         stale = Reason.STALE if self.stale else None
 
+        cells: dict[str, Cell] = {}
+
         def answer(variant: str, in_shadow: bool, reason: Reason) -> Assignment:
+            cell = cells.setdefault(variant, Cell(s.key, s.salt, s.rollout_id or 0, s.stage, variant, stratum))
             return Assignment(
                 flag=s.key, variant=variant, stratum=stratum, in_shadow=in_shadow,
                 reason=stale or reason, flag_version=s.version,
-                is_candidate=variant == s.candidate, value=s.payloads.get(variant),
+                is_candidate=variant == s.candidate, value=s.payloads.get(variant), cell=cell,
             )
 
         base = answer(s.baseline, False, Reason.SPLIT)
@@ -190,7 +271,7 @@ class CompiledFlag:
                 if unit_id is None:
                     # An empty or missing unit would put every anonymous caller in
                     # one bucket, so they all get the baseline, flagged as an error.
-                    return replace(above, reason=Reason.ERROR, error_code=ErrorCode.TARGETING_KEY_MISSING)
+                    return replace(above, reason=Reason.ERROR, error_code=ErrorCode.TARGETING_KEY_MISSING, cell=None)
             if threshold <= 0:
                 return above
             if threshold >= BUCKETS:
@@ -199,7 +280,8 @@ class CompiledFlag:
                 return below
             return above
         except Exception:  # noqa: BLE001 - evaluation must never raise into the app
-            return replace(self._default_arm[2], reason=Reason.ERROR, error_code=ErrorCode.INVALID_CONTEXT)
+            return replace(self._default_arm[2], reason=Reason.ERROR, error_code=ErrorCode.INVALID_CONTEXT,
+                           cell=None)
 
     @staticmethod
     def _unit_text(unit_id: Any) -> str | None:

@@ -31,8 +31,10 @@ class OutcomeBuffer:
         batch_size: int = 5_000,
         flush_interval: float = 0.5,
         max_backoff: float = 5.0,
+        tick: Callable[[], object] | None = None,
     ) -> None:
         self._write = write
+        self._tick = tick  # more work for this thread each round (the client's exposure counts)
         self._entries: deque[Entry] = deque(maxlen=capacity)
         self._capacity = capacity
         self._batch_size = batch_size
@@ -91,6 +93,8 @@ class OutcomeBuffer:
             self._wake.clear()
             while self._entries and not self._closing:
                 self._write_one_batch()
+            if self._tick is not None:
+                self._tick()
             with self._idle:
                 self._idle.notify_all()
 

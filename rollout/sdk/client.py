@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,14 +12,19 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollout.sdk.buffer import OutcomeBuffer
-from rollout.sdk.outcomes import outcome_entry
+from rollout.sdk.exposures import DEFAULT_HORIZON, ExposureCounts, ExposureKeys, Served, served_entry, served_of
+from rollout.sdk.outcomes import _unit_hash, outcome_entry
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
 from rollout.sdk.snapshot import DEFAULT_REFRESH_TIMEOUT, Refresher, Snapshot
-from rollout.core import Assignment, CompiledFlag, ErrorCode, Phase, Reason
+from rollout.core.outcome import validate_unit
+from rollout.core import Assignment, CompiledFlag, ErrorCode, Exposure, Phase, Reason, bind
 from rollout.core.assignment import error_assignment
-from rollout.errors import FlagNotFoundError, InvalidOutcomeError
+from rollout.errors import FlagNotFoundError, InvalidExposureError, InvalidOutcomeError
 from rollout.store.db import make_engine
-from rollout.store.outcomes import insert_outcomes
+from rollout.store.exposures import upsert_exposures
+from rollout.store.outcomes import OutcomeEntry, insert_outcomes
+
+log = logging.getLogger("rollout.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,9 @@ class ClientStats:
     outcomes_dropped: int
     write_errors: int
     last_error: str | None
+    exposure_rows_written: int = 0
+    exposure_rows_buffered: int = 0
+    exposures_dropped: int = 0
 
 
 class RolloutClient:
@@ -53,7 +62,14 @@ class RolloutClient:
         with RolloutClient("sqlite:///rollout.db") as client:
             a = client.assign("ticket-summarizer", user.id, {"tier": user.tier})
             model = a.value or a.variant
-            client.record("ticket-summarizer", user.id, {"latency_ms": 812, "error": 0})
+            client.record(a, {"latency_ms": 812, "error": 0})
+            token = client.exposure_token(a)   # keep it for feedback that comes later
+            ...
+            client.record(token, {"thumbs_up": 0})
+
+    While the flag has a rollout, `assign()` also counts the exposure (this
+    unit was served this variant in this stage and stratum), which the judge
+    needs for completion and sample-ratio checks; see `rollout.sdk.exposures`.
     """
 
     def __init__(
@@ -75,17 +91,35 @@ class RolloutClient:
         store_outputs: bool = False,
         redact: Callable[[str], str] | None = None,
         max_output_chars: int = 2_000,
+        exposures: bool = True,
+        exposure_horizon: float = DEFAULT_HORIZON,
     ) -> None:
-        """`shadow_*`, `store_outputs`, `redact` and `max_output_chars` configure `shadow()`; see its docstring."""
+        """`shadow_*`, `store_outputs`, `redact` and `max_output_chars` configure `shadow()`; see its docstring.
+
+        `exposures=False` stops counting exposures (the judge then cannot check
+        completion). `exposure_horizon` (seconds, default 7 days) is how late an
+        outcome recorded with an exposure token is still credited.
+        """
+        if not exposure_horizon > 0:
+            raise InvalidOutcomeError(f"exposure_horizon must be a positive number of seconds, got {exposure_horizon!r}")
         self._owns_engine = engine is None
         self._engine = engine if engine is not None else make_engine(database_url)
         self._namespace = namespace
         self._snapshot = Snapshot(self._engine, namespace)
         self._snapshot.refresh(force=True)
         self._refresher = Refresher(self._snapshot, interval=refresh_interval, listen=listen, timeout=refresh_timeout)
+        self._count_exposures = exposures
+        self._horizon = float(exposure_horizon)
+        self._keys = ExposureKeys(self._engine, namespace)
+        self._keys.load()
+        self._keys_tried = time.monotonic()
+        self._exposures = ExposureCounts(lambda rows: upsert_exposures(self._engine, rows),
+                                         lambda: self._snapshot.ids, _unit_hash,
+                                         capacity=buffer_size * 2, batch_size=batch_size)
         self._buffer = OutcomeBuffer(
             lambda rows: insert_outcomes(self._engine, rows),
             capacity=buffer_size, batch_size=batch_size, flush_interval=flush_interval,
+            tick=self._background_tick,
         )
         self._shadow = ShadowRunner(
             self._buffer.add, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
@@ -99,24 +133,54 @@ class RolloutClient:
 
     def assign(
         self, flag: str, unit_id: str, attributes: Mapping[str, Any] | None = None, *, default: str | None = None
-    ) -> Assignment:
-        """Which variant this unit gets. Never raises: on any fault, the baseline (or `default`) with a reason."""
+    ) -> Exposure:
+        """Which variant this unit gets. Never raises: on any fault, the baseline (or `default`) with a reason.
+
+        The answer reads like an `Assignment` (variant, value, stratum, reason,
+        ...) and remembers the unit: pass it back to `record(answer, metrics)`,
+        or keep `exposure_token(answer)` for outcomes that come later.
+        """
         try:
             compiled = self._snapshot.flags.get(flag)
         except Exception:  # noqa: BLE001 - an unhashable flag key, say
-            return error_assignment(str(flag), ErrorCode.GENERAL, default)
+            return bind(error_assignment(str(flag), ErrorCode.GENERAL, default), None)
         if compiled is None:
             code = ErrorCode.FLAG_NOT_FOUND if self._snapshot.loaded else ErrorCode.PROVIDER_NOT_READY
-            return error_assignment(flag, code, default)
-        return compiled.evaluate(unit_id, attributes)
+            return bind(error_assignment(flag, code, default), None)
+        a = compiled.evaluate(unit_id, attributes)
+        cell = a.cell
+        if cell is None:
+            return bind(a, None)
+        exposure = _new_tuple(Exposure, (a, unit_id))  # bind(), inlined: this is the hot path
+        # Counted only while the flag has a rollout: the judge is what reads exposures, and outside a
+        # rollout everyone gets one variant, so counting would add a row per unit per flag that no
+        # question needs (an app with many settled flags would write for nothing on every request).
+        if cell.rollout_id and self._count_exposures:
+            counts = self._exposures.counts
+            counts[exposure] = counts.get(exposure, 0) + 1
+        return exposure
+
+    def exposure_token(self, exposure: Exposure) -> str | None:
+        """A short signed token of what `assign()` served, for outcomes recorded later: `record(token, metrics)`.
+
+        It names the flag, rollout, stage, variant, stratum and (hashed) unit,
+        and when it was issued; it is valid in this namespace for
+        `exposure_horizon`. None when there is nothing to credit (an error
+        answer) or the signing key has not been read from the database yet
+        (it has been unreachable since this client started). Never raises.
+        """
+        try:
+            return self._keys.sign(self._served(exposure))
+        except Exception:  # noqa: BLE001 - issuing a token is part of serving: it must not fail the request
+            return None
 
     # --- outcomes ----------------------------------------------------------------
 
     def record(
         self,
-        flag: str,
-        unit_id: str,
-        metrics: Mapping[str, float],
+        flag: str | Exposure,
+        unit_id: str | Mapping[str, float],
+        metrics: Mapping[str, float] | None = None,
         *,
         variant: str | None = None,
         attributes: Mapping[str, Any] | None = None,
@@ -124,21 +188,51 @@ class RolloutClient:
     ) -> None:
         """Report what happened for this unit. Bad input raises InvalidInputError at once and stores nothing.
 
-        `variant` defaults to the unit's current assignment; pass it when the
+        Three forms:
+
+        * `record(exposure, metrics)`: `exposure` is what `assign()` returned;
+          credited to the variant, stratum and stage it served.
+        * `record(token, metrics)`: `token` from `exposure_token()`, for an
+          outcome that arrives later (in another process, after a ramp): also
+          credited to what was served, if the token verifies and is younger
+          than `exposure_horizon` (else InvalidExposureError /
+          ExposureExpiredError).
+        * `record(flag, unit_id, metrics)`: credited to the unit's *current*
+          assignment, evaluated now; after the allocation moved, that may not
+          be what the unit was served. Prefer the two forms above.
+
+        In the third form `variant` defaults to the unit's current assignment; pass it when the
         outcome is for another arm (a candidate's shadow run, say). `pair_id`
         (a positive 63-bit number) joins a baseline and a candidate outcome of
         the same request, for apps that run their own shadow pairs; `shadow()`
         does this by itself.
         """
+        if metrics is None and isinstance(unit_id, Mapping):
+            if variant is not None or attributes is not None:
+                raise InvalidOutcomeError("an exposure fixes the variant and stratum: pass variant= or attributes= "
+                                          "only with record(flag, unit_id, metrics)")
+            _check_pair_id(pair_id)
+            self._buffer.add(served_entry(self._served(flag), unit_id, at=time.time(), pair_id=pair_id))
+            return
         compiled = self._snapshot.flags.get(flag) if isinstance(flag, str) else None
         if compiled is None:
             detail = "" if self._snapshot.loaded else "the flag snapshot has never loaded"
             raise FlagNotFoundError(str(flag), detail)
-        if pair_id is not None and (isinstance(pair_id, bool) or not isinstance(pair_id, int)
-                                    or not 0 < pair_id < 2**63):
-            raise InvalidOutcomeError(f"pair_id must be a positive 63-bit integer, got {pair_id!r}")
+        _check_pair_id(pair_id)
         self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics,
                                        variant=variant, attributes=attributes, at=time.time(), pair_id=pair_id))
+
+    def feedback(self, exposure: Exposure | str, *, thumbs_up: bool | None = None,
+                 rating: float | None = None) -> None:
+        """A user's feedback on what they were served: stored as outcomes of that exposure.
+
+        `exposure` is what `assign()` returned or its token (feedback often
+        comes minutes later, from another process). `thumbs_up` is stored as
+        the metric `thumbs_up` (1 or 0), `rating` as `rating`; judge either in
+        the plan like any metric. Refused like `record(token, ...)`: forged,
+        foreign or expired tokens raise InvalidExposureError.
+        """
+        self.record(exposure, feedback_metrics(thumbs_up, rating))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every outcome recorded so far is stored. False if `timeout` ran out first.
@@ -149,7 +243,36 @@ class RolloutClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._shadow.wait_idle(timeout):
             return False
-        return self._buffer.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not self._buffer.flush(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+        return self._exposures.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    # --- exposures -----------------------------------------------------------------
+
+    def _served(self, what: Exposure | str) -> Served:
+        """What was served, from assign()'s answer or a token; InvalidExposureError when there is nothing."""
+        if isinstance(what, str):
+            served = self._keys.verify(what, horizon=self._horizon)
+            if served.flag_id not in self._snapshot.ids.values():
+                raise FlagNotFoundError(f"id {served.flag_id}", "the exposure token names a flag that is gone")
+            return served
+        cell = what.cell if isinstance(what, Exposure) else None
+        if cell is None:
+            if isinstance(what, Exposure):
+                raise InvalidExposureError(f"nothing was served to credit: the assignment of {what.flag!r} was "
+                                           f"an error answer ({what.error_code})")
+            raise InvalidExposureError(f"expected what assign() returned or an exposure token, got {type(what).__name__}")
+        flag_id = self._snapshot.ids.get(cell.flag)
+        if flag_id is None:
+            raise FlagNotFoundError(cell.flag, "deleted since it was assigned")
+        return served_of(cell, flag_id, _unit_hash(cell.salt, validate_unit(what.unit_id)), time.time())
+
+    def _background_tick(self) -> None:
+        """Runs on the outcome flusher's thread every round: exposure counts out, signing keys in."""
+        if not self._keys.loaded and time.monotonic() - self._keys_tried > 5.0:
+            self._keys_tried = time.monotonic()
+            self._keys.load()
+        self._exposures.write_pending()
 
     # --- shadow runs ---------------------------------------------------------------
 
@@ -265,8 +388,10 @@ class RolloutClient:
             loaded=snap.loaded, stale=snap.stale, flags=len(snap.flags), refreshes=snap.refreshes,
             refresh_errors=snap.refresh_errors, notifications=self._refresher.notifications,
             outcomes_accepted=buf.accepted, outcomes_written=buf.written, outcomes_buffered=len(buf),
-            outcomes_dropped=buf.dropped, write_errors=buf.write_errors,
-            last_error=buf.last_error or snap.last_error,
+            outcomes_dropped=buf.dropped, write_errors=buf.write_errors + self._exposures.write_errors,
+            last_error=buf.last_error or self._exposures.last_error or snap.last_error,
+            exposure_rows_written=self._exposures.written, exposure_rows_buffered=len(self._exposures),
+            exposures_dropped=self._exposures.dropped,
         )
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -277,6 +402,9 @@ class RolloutClient:
         atexit.unregister(self.close)
         self._shadow.close(timeout)
         self._buffer.close(timeout)
+        if not self._exposures.flush(timeout):
+            log.warning("rollout: %d exposure rows could not be stored before close: %s",
+                        len(self._exposures), self._exposures.last_error)
         self._refresher.stop()
         if self._owns_engine:
             self._engine.dispose()
@@ -289,6 +417,27 @@ class RolloutClient:
 
 
 _SHADOW = Phase.SHADOW
+_new_tuple = tuple.__new__
 
 
-__all__ = ["Assignment", "ClientStats", "Reason", "Retry", "RolloutClient", "ShadowStats", "outcome_entry"]
+def feedback_metrics(thumbs_up: Any, rating: Any) -> dict[str, float]:
+    """The metrics of one piece of feedback, or InvalidOutcomeError: the SDK and POST /v1/feedback share it."""
+    metrics: dict[str, float] = {}
+    if thumbs_up is not None:
+        if not isinstance(thumbs_up, bool):
+            raise InvalidOutcomeError(f"thumbs_up must be true or false, got {thumbs_up!r}")
+        metrics["thumbs_up"] = float(thumbs_up)
+    if rating is not None:
+        metrics["rating"] = rating  # validated with every other metric value
+    if not metrics:
+        raise InvalidOutcomeError("feedback needs thumbs_up or rating")
+    return metrics
+
+
+def _check_pair_id(pair_id: Any) -> None:
+    if pair_id is not None and (isinstance(pair_id, bool) or not isinstance(pair_id, int)
+                                or not 0 < pair_id < 2**63):
+        raise InvalidOutcomeError(f"pair_id must be a positive 63-bit integer, got {pair_id!r}")
+
+
+__all__ = ["Assignment", "ClientStats", "Exposure", "Reason", "Retry", "RolloutClient", "ShadowStats", "outcome_entry"]

@@ -29,7 +29,7 @@ from rollout.adapters.api.errors import error_response
 from rollout.adapters.api.fastlane import FastLane
 from rollout.adapters.api.limits import EdgeLimitMiddleware
 from rollout.adapters.api.metrics import Metrics, TimingMiddleware
-from rollout.adapters.api.routes import evaluate, flags, ofrep, ops, otlp, outcomes, rollouts
+from rollout.adapters.api.routes import evaluate, feedback, flags, ofrep, ops, otlp, outcomes, rollouts
 from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal
 from rollout.core.ratelimit import KeyedBuckets
@@ -40,7 +40,7 @@ from rollout.store.db import database_url, make_engine
 log = logging.getLogger("rollout.api")
 
 # ofrep.fallback last: it answers, in OFREP's shape, the /ofrep paths no other route serves.
-ROUTERS = (flags.router, evaluate.router, outcomes.router, rollouts.router, ofrep.router, ops.router,
+ROUTERS = (flags.router, evaluate.router, outcomes.router, feedback.router, rollouts.router, ofrep.router, ops.router,
            otlp.router, ofrep.fallback)
 
 DESCRIPTION = """\

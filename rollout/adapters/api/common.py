@@ -8,7 +8,7 @@ token never gets its body parsed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -80,6 +80,8 @@ class ServiceState:
     tokens: TokenCache
     limiter: KeyedBuckets
     metrics: Metrics
+    # namespace -> (its exposure-token keys, when loading them was last tried); see api/exposures.py
+    exposure_keys: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
 
 def service(request: Request) -> ServiceState:

@@ -97,6 +97,8 @@ class EvaluationAnswer(BaseModel):
     reason: Reason
     error_code: ErrorCode | None
     flag_version: int
+    exposure: str | None = Field(None, description=(
+        "Signed token of what was served: send it with late outcomes (POST /v1/outcomes) and feedback"))
 
 
 class EvaluationAnswers(BaseModel):

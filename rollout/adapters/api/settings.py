@@ -61,6 +61,8 @@ class ApiSettings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+    exposure_horizon: float = 7 * 24 * 3600.0
+    """Seconds after it was issued that an exposure token still credits an outcome (as the SDK's setting)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:

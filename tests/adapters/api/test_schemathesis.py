@@ -29,6 +29,8 @@ EXAMPLES = 25
 POSITIVE_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
                    response_schema_conformance]
 NEGATIVE_CHECKS = [not_a_server_error]
+# Succeeds only with a signed exposure token, which no generator can make (tests/adapters/api/test_exposure_tokens.py does).
+UNFORGEABLE = {"POST /v1/feedback"}
 
 
 def operations(api: Service):  # type: ignore[no-untyped-def]
@@ -72,5 +74,5 @@ def test_no_generated_request_gets_a_server_error(api: Service, mode: Generation
     if mode is GenerationMode.POSITIVE:
         # The token got the requests through: every operation answered a success at least once,
         # so the run reached the handlers, not just the auth check.
-        missed = {label for label, statuses in answered.items() if not statuses & {200, 304}}
+        missed = {label for label, statuses in answered.items() if not statuses & {200, 304}} - UNFORGEABLE
         assert missed == set(), answered

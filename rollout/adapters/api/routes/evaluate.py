@@ -20,6 +20,7 @@ from rollout.adapters.api.common import (
     service,
     validated,
 )
+from rollout.adapters.api.exposures import namespace_keys, token_for
 from rollout.adapters.api.models import (
     EVALUATION_REQUEST,
     EvaluationAnswer,
@@ -69,13 +70,15 @@ async def evaluate(request: Request) -> Response:
     # Like the SDK: before the first load nothing is known, which is not the same as "no such flag".
     missing = ErrorCode.FLAG_NOT_FOUND if state.snapshot.loaded else ErrorCode.PROVIDER_NOT_READY
     metrics = state.metrics
+    view = state.snapshot.view(principal.namespace)
+    keys = await namespace_keys(state, principal.namespace)
     if isinstance(body, EvaluationBatch):
         results = []
         for item in body.items:
             a = evaluate_one(flags, missing, item)
             metrics.evaluated(a.reason.value)
-            results.append(assignment_json(a))
+            results.append({**assignment_json(a), "exposure": token_for(keys, view.ids, a, item.unit_id)})
         return json_response({"results": results})
     a = evaluate_one(flags, missing, body)
     metrics.evaluated(a.reason.value)
-    return json_response(assignment_json(a))
+    return json_response({**assignment_json(a), "exposure": token_for(keys, view.ids, a, body.unit_id)})

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from rollout.adapters.api.auth import authorize
 from rollout.adapters.api.common import AUTH_ERRORS, error, error_responses, json_response, read_json, service
+from rollout.adapters.api.exposures import exposure_outcome, namespace_keys
 from rollout.sdk.client import outcome_entry
 from rollout.core.outcome import MAX_METRICS
 from rollout.errors import InvalidOutcomeError
@@ -32,8 +33,10 @@ FUTURE_SLACK = 300.0      # clocks drift; five minutes ahead is tolerated, more 
 
 OUTCOME_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["flag", "unit_id", "metrics"],
+    "anyOf": [{"required": ["flag", "unit_id", "metrics"]}, {"required": ["exposure", "metrics"]}],
     "properties": {
+        "exposure": {"type": "string", "description": "The token /v1/evaluate answered: credits what was served "
+                                                      "(then no flag, unit_id, variant or attributes)"},
         "flag": {"type": "string"},
         "unit_id": {"type": ["string", "integer"]},
         "metrics": {"type": "object", "maxProperties": MAX_METRICS,
@@ -73,13 +76,17 @@ def _timestamp(raw: Any, now: float) -> float:
 
 
 def validate_batch(items: list[Any], flags: dict[str, Any], ids: dict[str, int],
-                   now: float) -> tuple[list[OutcomeEntry], list[dict[str, Any]]]:
+                   now: float, served: Any = None) -> tuple[list[OutcomeEntry], list[dict[str, Any]]]:
+    """`served(raw, at)` turns an item with an `exposure` token into its entry (see api/exposures.py)."""
     entries: list[OutcomeEntry] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(items):
         try:
             if not isinstance(raw, dict):
                 raise InvalidOutcomeError("an outcome must be an object with 'flag', 'unit_id' and 'metrics'")
+            if served is not None and raw.get("exposure") is not None:
+                entries.append(served(raw, _timestamp(raw.get("recorded_at"), now)))
+                continue
             flag = raw.get("flag")
             compiled = flags.get(flag) if isinstance(flag, str) else None
             if compiled is None:
@@ -118,7 +125,10 @@ async def post_outcomes(request: Request) -> Response:
     if not state.snapshot.loaded:
         return error(503, "the flag snapshot has not loaded from the database yet", {"Retry-After": "1"})
     view = state.snapshot.view(principal.namespace)
-    entries, errors = validate_batch(items, view.flags, view.ids, time.time())
+    keys = await namespace_keys(state, principal.namespace)
+    entries, errors = validate_batch(
+        items, view.flags, view.ids, time.time(),
+        lambda raw, at: exposure_outcome(keys, view.ids, raw, at, horizon=state.settings.exposure_horizon))
     if entries:
         try:
             await run_in_threadpool(insert_outcomes, state.engine, entries)
