@@ -16,7 +16,8 @@
     │   ├── AuthenticationError       no token, an unknown or a revoked one (HTTP 401)
     │   ├── PermissionDeniedError     the token's scope is too small (HTTP 403)
     │   └── RateLimitedError          the token is over its request rate; `.retry_after` s (HTTP 429)
-    └── StoreUnavailableError         the database could not be reached or answered
+    ├── StoreUnavailableError         the database could not be reached or answered
+    └── ClientClosedError             record() on a RolloutClient after close(): nothing was buffered
 
 Two rules hold everywhere:
 
@@ -34,6 +35,7 @@ from collections.abc import Iterable
 __all__ = [
     "AccessError",
     "AuthenticationError",
+    "ClientClosedError",
     "ConflictError",
     "FlagExistsError",
     "FlagNotFoundError",
@@ -131,3 +133,11 @@ class RolloutActiveError(ConflictError):
 
 class StoreUnavailableError(RolloutError):
     """The database could not be reached or did not answer."""
+
+
+class ClientClosedError(RolloutError, RuntimeError):
+    """`record()` was called on a `RolloutClient` after `close()` began: the outcome was not taken.
+
+    Raised rather than accepted silently, because `close()` has already
+    reported what it stored; an outcome taken after that would be lost unseen.
+    """

@@ -11,15 +11,16 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from rollout.sdk.buffer import OutcomeBuffer
+from rollout.sdk.buffer import CloseResult, OutcomeBuffer
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
 from rollout.sdk.snapshot import Refresher, Snapshot
 from rollout.core.outcome import validate_metrics, validate_unit
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Phase, Reason
 from rollout.core.assignment import error_assignment
-from rollout.errors import FlagNotFoundError, InvalidOutcomeError
+from rollout.errors import ClientClosedError, FlagNotFoundError, InvalidOutcomeError
 from rollout.store.db import make_engine
 from rollout.store.outcomes import OutcomeEntry, insert_outcomes
+from rollout.store.secrets import UnitKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class ClientStats:
     outcomes_buffered: int
     outcomes_dropped: int
     write_errors: int
+    outcomes_unstored_at_close: int
     last_error: str | None
 
 
@@ -80,13 +82,16 @@ class RolloutClient:
         self._namespace = namespace
         self._snapshot = Snapshot(self._engine, namespace)
         self._snapshot.refresh(force=True)
+        self._unit_keys = UnitKeys(self._engine)
+        self._unit_key: bytes | None = None
+        self._load_unit_key()
         self._refresher = Refresher(self._snapshot, self._engine, interval=refresh_interval, listen=listen)
         self._buffer = OutcomeBuffer(
-            lambda rows: insert_outcomes(self._engine, rows),
+            lambda source, batch: insert_outcomes(self._engine, source, batch),
             capacity=buffer_size, batch_size=batch_size, flush_interval=flush_interval,
         )
         self._shadow = ShadowRunner(
-            self._buffer.add, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
+            self._buffer.add, unit_key=self.unit_key, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
             rate=shadow_rate, retry=shadow_retry, store_outputs=store_outputs, redact=redact,
             max_output_chars=max_output_chars,
         )
@@ -122,12 +127,17 @@ class RolloutClient:
     ) -> None:
         """Report what happened for this unit. Bad input raises InvalidInputError at once and stores nothing.
 
+        After `close()` has begun it raises ClientClosedError: nothing is taken
+        that close() could no longer store or report.
+
         `variant` defaults to the unit's current assignment; pass it when the
         outcome is for another arm (a candidate's shadow run, say). `pair_id`
         (a positive 63-bit number) joins a baseline and a candidate outcome of
         the same request, for apps that run their own shadow pairs; `shadow()`
         does this by itself.
         """
+        if self._buffer.closed:
+            raise ClientClosedError("record() after close(): this client stores nothing more")
         compiled = self._snapshot.flags.get(flag) if isinstance(flag, str) else None
         if compiled is None:
             detail = "" if self._snapshot.loaded else "the flag snapshot has never loaded"
@@ -135,8 +145,26 @@ class RolloutClient:
         if pair_id is not None and (isinstance(pair_id, bool) or not isinstance(pair_id, int)
                                     or not 0 < pair_id < 2**63):
             raise InvalidOutcomeError(f"pair_id must be a positive 63-bit integer, got {pair_id!r}")
-        self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics,
+        self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics, unit_key=self.unit_key(),
                                        variant=variant, attributes=attributes, at=time.time(), pair_id=pair_id))
+
+    def unit_key(self) -> bytes:
+        """This namespace's UNIT key (what stored unit hashes are keyed with), read once and kept.
+
+        Raises the database's error only while it has never been readable (the
+        snapshot has then never loaded either, so record() refuses anyway).
+        """
+        key = self._unit_key
+        return key if key is not None else self._load_unit_key(raise_errors=True)
+
+    def _load_unit_key(self, *, raise_errors: bool = False) -> bytes:
+        try:
+            self._unit_key = self._unit_keys.get(self._namespace)
+        except Exception:
+            if raise_errors:
+                raise
+            return b""
+        return self._unit_key
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every outcome recorded so far is stored. False if `timeout` ran out first.
@@ -260,20 +288,31 @@ class RolloutClient:
             refresh_errors=snap.refresh_errors, notifications=self._refresher.notifications,
             outcomes_accepted=buf.accepted, outcomes_written=buf.written, outcomes_buffered=len(buf),
             outcomes_dropped=buf.dropped, write_errors=buf.write_errors,
+            outcomes_unstored_at_close=buf.unstored_at_close,
             last_error=buf.last_error or snap.last_error,
         )
 
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Store what is buffered (waiting up to `timeout`), then stop the background threads."""
+    def close(self, timeout: float | None = 30.0) -> CloseResult:
+        """Stop taking outcomes, store what was recorded (waiting up to `timeout`), stop the background threads.
+
+        Returns what happened to every outcome recorded before close(): `stored`,
+        and `unstored` (the database could not take them in time). Unstored ones
+        are also counted in `stats.outcomes_dropped` and
+        `stats.outcomes_unstored_at_close`, and logged. A write already on the wire
+        when the timeout runs out is waited for (bounded by the engine's timeouts),
+        so the count is exact. Calling close() again returns the first result.
+        """
         if self._closed:
-            return
+            return self._buffer.close(0)
         self._closed = True
         atexit.unregister(self.close)
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._shadow.close(timeout)
-        self._buffer.close(timeout)
+        result = self._buffer.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._refresher.stop()
         if self._owns_engine:
             self._engine.dispose()
+        return result
 
     def __enter__(self) -> RolloutClient:
         return self
@@ -288,6 +327,7 @@ def outcome_entry(
     unit_id: Any,
     metrics: Any,
     *,
+    unit_key: bytes,
     variant: Any = None,
     attributes: Any = None,
     at: float,
@@ -297,6 +337,7 @@ def outcome_entry(
 
     The one validation of an outcome: `record()` and the HTTP service's
     `POST /v1/outcomes` both call it, so both refuse exactly the same input.
+    `unit_key` is the namespace's UNIT secret (see `_unit_hash`).
     """
     unit = validate_unit(unit_id)
     values = validate_metrics(metrics)
@@ -312,7 +353,7 @@ def outcome_entry(
         )
     else:
         stratum = compiled.stratum_of(attributes)
-    prefix = (flag_id, state.rollout_id, state.stage, variant, stratum, _unit_hash(state.salt, unit))
+    prefix = (flag_id, state.rollout_id, state.stage, variant, stratum, _unit_hash(unit_key, unit))
     if pair_id is not None:
         # Shadow runs pair a baseline and a candidate outcome of one request (see rollout.store.outcomes).
         prefix = (*prefix, pair_id)
@@ -322,9 +363,15 @@ def outcome_entry(
 _SHADOW = Phase.SHADOW
 
 
-def _unit_hash(salt: str, unit_id: str) -> int:
-    """A keyed 64-bit hash: enough to pair a unit's outcomes, not enough to read its id back."""
-    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+def _unit_hash(key: bytes, unit_id: str) -> int:
+    """The stored unit hash: keyed BLAKE2b, 64 bits, enough to pair a unit's outcomes, not to read its id back.
+
+    `key` is the namespace's UNIT secret (rollout.store.secrets), which no API
+    returns, never the flag's bucketing salt (GET /v1/flags serves salts, so a
+    salt-keyed hash could be reversed by hashing candidate ids). Bucketing
+    itself (murmur3 of salt:unit) is unchanged.
+    """
+    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=key).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

@@ -1,22 +1,32 @@
-"""Writing outcomes fast: COPY on PostgreSQL, one executemany on SQLite.
+"""Writing outcomes fast and exactly once: COPY through a staging table on PostgreSQL, one executemany on SQLite.
 
 The SDK hands over whole batches from its background flusher; each batch is
 one transaction, so a batch is stored whole or not at all and can be retried.
 An outcome is one entry here and one row per metric in the table.
+
+Every outcome carries an idempotency key, (source, seq): an SDK client's random
+id and its own running number, or an HTTP batch key's hash and the item's index.
+With the metric it is unique in the table, and rows whose key is there already
+are skipped, so replaying a batch whose commit reply was lost stores nothing
+twice. COPY cannot skip conflicts, so on PostgreSQL the batch is COPYed into a
+temporary staging table and moved with INSERT ... SELECT ... ON CONFLICT DO
+NOTHING (the cost beside plain COPY is measured in bench/record.py).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session
 
+from rollout.store.db import io_deadline
 from rollout.store.models import Flag, Outcome
 
 OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value",
-                   "recorded_at", "pair_id")
+                   "recorded_at", "pair_id", "source", "seq")
 
 OutcomeEntry = tuple[tuple, tuple[tuple[str, float], ...], float]
 """((flag_id, rollout_id, stage, variant, stratum, unit_hash[, pair_id]), ((metric, value), ...), Unix time).
@@ -25,27 +35,70 @@ A pair id joins the baseline's and the candidate's outcome of one shadowed
 request, so the judge can compare them pair by pair.
 """
 
+KeyedEntry = tuple[int, OutcomeEntry]
+"""(seq, outcome): an outcome with its number within its source, the second half of its idempotency key."""
+
 _COLUMNS_SQL = ", ".join(OUTCOME_COLUMNS)
-_SQLITE_INSERT = f"INSERT INTO outcomes ({_COLUMNS_SQL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_PG_COPY = f"COPY outcomes ({_COLUMNS_SQL}) FROM STDIN"
+_SQLITE_INSERT = (f"INSERT INTO outcomes ({_COLUMNS_SQL}) VALUES ({', '.join('?' * len(OUTCOME_COLUMNS))}) "
+                  "ON CONFLICT (source, seq, metric) DO NOTHING")
+# ON COMMIT DELETE ROWS: created once per pooled connection, emptied by every commit.
+_PG_STAGING = ("CREATE TEMPORARY TABLE IF NOT EXISTS outcomes_staging ("
+               "flag_id integer, rollout_id integer, stage integer, variant varchar(100), stratum varchar(64), "
+               "unit_hash bigint, metric varchar(64), value double precision, recorded_at timestamptz, "
+               "pair_id bigint, source bigint, seq bigint) ON COMMIT DELETE ROWS")
+_PG_COPY = f"COPY outcomes_staging ({_COLUMNS_SQL}) FROM STDIN"
+_PG_MOVE = (f"INSERT INTO outcomes ({_COLUMNS_SQL}) SELECT {_COLUMNS_SQL} FROM outcomes_staging "
+            "ON CONFLICT (source, seq, metric) DO NOTHING RETURNING seq")
 _NULL = "\\N"  # COPY text format's NULL
 
 
-def insert_outcomes(engine: Engine, entries: Sequence[OutcomeEntry]) -> int:
-    """Store these outcomes in one transaction; returns how many. Raises on any database fault."""
-    if not entries:
+def new_source() -> int:
+    """A random positive 63-bit source id (one per SDK client instance): the first half of its outcomes' keys."""
+    return secrets.randbits(63) or 1
+
+
+def insert_outcomes(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) -> int:
+    """Store these outcomes in one transaction, skipping any already stored; returns how many were new.
+
+    A replay of a stored batch returns 0 and changes nothing. Raises on any database fault.
+    """
+    if not keyed:
         return 0
+    if engine.dialect.name == "postgresql":
+        # The deadline covers the commit: a partition mid-batch fails in bounded time, and the
+        # retry (same keys) is safe whether or not that commit happened.
+        with engine.connect() as conn, io_deadline(conn), conn.begin():
+            return _insert_postgres(conn, source, keyed)
+    rows = _sqlite_rows(source, keyed)
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor, cursor.copy(_PG_COPY) as copy:
-                copy.write(_copy_text(entries))
-        else:
-            conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_rows(entries))
-    return len(entries)
+        inserted = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
+        if inserted in (0, len(rows)):
+            return 0 if inserted == 0 else len(keyed)
+    # Part of the batch was there already (a key reused for other items, or a race
+    # with a concurrent replay): the answer must be exact, so redo it one outcome at a time.
+    return _insert_sqlite_counting(engine, source, keyed)
 
 
-def _copy_text(entries: Sequence[OutcomeEntry]) -> str:
+def _insert_postgres(conn: Connection, source: int, keyed: Sequence[KeyedEntry]) -> int:
+    conn.exec_driver_sql(_PG_STAGING)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor:
+        with cursor.copy(_PG_COPY) as copy:
+            copy.write(_copy_text(source, keyed))
+        cursor.execute(_PG_MOVE)
+        return len({seq for (seq,) in cursor.fetchall()})
+
+
+def _insert_sqlite_counting(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) -> int:
+    stored = 0
+    with engine.begin() as conn:
+        for item in keyed:
+            if conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_rows(source, (item,))).rowcount:
+                stored += 1
+    return stored
+
+
+def _copy_text(source: int, keyed: Sequence[KeyedEntry]) -> str:
     """COPY's text format, built in one pass.
 
     Variant keys and stratum names are validated identifiers (no tabs,
@@ -55,7 +108,7 @@ def _copy_text(entries: Sequence[OutcomeEntry]) -> str:
     lines: list[str] = []
     append = lines.append
     second, second_text = -1, ""
-    for prefix, metrics, at in entries:
+    for seq, (prefix, metrics, at) in keyed:
         flag_id, rollout_id, stage, variant, stratum, unit_hash = prefix[:6]
         rollout = _NULL if rollout_id is None else rollout_id
         pair = prefix[6] if len(prefix) > 6 else _NULL
@@ -64,20 +117,20 @@ def _copy_text(entries: Sequence[OutcomeEntry]) -> str:
         whole = int(at)
         if whole != second:
             second, second_text = whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        tail = f"\t{second_text}.{int((at - whole) * 1e6):06d}+00\t{pair}\n"
+        tail = f"\t{second_text}.{int((at - whole) * 1e6):06d}+00\t{pair}\t{source}\t{seq}\n"
         for name, value in metrics:
             append(f"{head}{name}\t{value!r}{tail}")
     return "".join(lines)
 
 
-def _sqlite_rows(entries: Sequence[OutcomeEntry]) -> list[tuple]:
+def _sqlite_rows(source: int, keyed: Sequence[KeyedEntry]) -> list[tuple]:
     # SQLAlchemy's SQLite DateTime is text in exactly this shape; writing it
     # ourselves keeps the ORM reading these rows back unchanged.
     rows = []
-    for prefix, metrics, at in entries:
+    for seq, (prefix, metrics, at) in keyed:
         stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         head, pair = prefix[:6], prefix[6] if len(prefix) > 6 else None
-        rows.extend((*head, name, value, stamp, pair) for name, value in metrics)
+        rows.extend((*head, name, value, stamp, pair, source, seq) for name, value in metrics)
     return rows
 
 

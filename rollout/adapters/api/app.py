@@ -32,6 +32,7 @@ from rollout.adapters.api.snapshot import ChangeSignal, ServiceSnapshot
 from rollout.sdk.snapshot import Refresher
 from rollout.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, StoreUnavailableError
 from rollout.store.db import database_url, make_engine
+from rollout.store.secrets import UnitKeys
 
 log = logging.getLogger("rollout.api")
 
@@ -60,6 +61,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
         settings=settings, engine=engine, snapshot=snapshot, signal=signal,
         tokens=TokenCache(engine, ttl=settings.token_ttl),
         limiter=RateLimiter(settings.rate_limit, settings.rate_burst), metrics=metrics,
+        unit_keys=UnitKeys(engine),
     )
 
     @asynccontextmanager

@@ -16,6 +16,7 @@ from rollout.adapters.api.metrics import Metrics
 from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal, ServiceSnapshot
 from rollout.core import Assignment
+from rollout.store.secrets import UnitKeys
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -45,6 +46,7 @@ class ServiceState:
     tokens: TokenCache
     limiter: RateLimiter
     metrics: Metrics
+    unit_keys: UnitKeys  # each namespace's UNIT secret, read once: stored unit hashes are keyed with it
 
 
 def service(request: Request) -> ServiceState:
