@@ -70,13 +70,17 @@ def insert_outcomes(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) ->
         with engine.connect() as conn, io_deadline(conn), conn.begin():
             return _insert_postgres(conn, source, keyed)
     rows = _sqlite_rows(source, keyed)
-    with engine.begin() as conn:
-        inserted = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
-        if inserted in (0, len(rows)):
-            return 0 if inserted == 0 else len(keyed)
-    # Part of the batch was there already (a key reused for other items, or a race
-    # with a concurrent replay): the answer must be exact, so redo it one outcome at a time.
-    return _insert_sqlite_counting(engine, source, keyed)
+    with engine.connect() as conn:
+        with conn.begin() as batch:
+            inserted = conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount
+            if inserted in (0, len(rows)):
+                return 0 if inserted == 0 else len(keyed)
+            # Part of the batch was there already (a key reused for more items, or a race with
+            # a concurrent replay): the answer must be exact, so undo and redo it outcome by outcome.
+            batch.rollback()
+        with conn.begin():
+            return sum(1 for item in keyed
+                       if conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_rows(source, (item,))).rowcount)
 
 
 def _insert_postgres(conn: Connection, source: int, keyed: Sequence[KeyedEntry]) -> int:
@@ -87,15 +91,6 @@ def _insert_postgres(conn: Connection, source: int, keyed: Sequence[KeyedEntry])
             copy.write(_copy_text(source, keyed))
         cursor.execute(_PG_MOVE)
         return len({seq for (seq,) in cursor.fetchall()})
-
-
-def _insert_sqlite_counting(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) -> int:
-    stored = 0
-    with engine.begin() as conn:
-        for item in keyed:
-            if conn.exec_driver_sql(_SQLITE_INSERT, _sqlite_rows(source, (item,))).rowcount:
-                stored += 1
-    return stored
 
 
 def _copy_text(source: int, keyed: Sequence[KeyedEntry]) -> str:
