@@ -49,10 +49,10 @@ write, so it ends within this; only then is "stored or not" known exactly.
 
 @dataclass(frozen=True, slots=True)
 class CloseResult:
-    """What close() did with the outcomes recorded before it: stored, or not (and counted in `dropped`)."""
+    """What close() did with the outcomes still buffered when it began: stored, or not (and counted in `dropped`)."""
 
-    stored: int
-    unstored: int
+    stored: int    # flushed by close() (what was stored before close() began is in stats.outcomes_written)
+    unstored: int  # recorded before close() returned and never stored: lost, counted, logged
     in_doubt: int = 0  # a write still hanging after the grace period: maybe stored, counted as unstored too
 
     @property
