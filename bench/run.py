@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, http_service, propagation, record, shadow  # noqa: E402
+from bench import assign, http_service, propagation, record, rollback_load, shadow  # noqa: E402
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -39,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
+        rollback_load.WRITERS, rollback_load.CHANGES = 2, 10
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
 
@@ -48,6 +49,7 @@ def main() -> None:
         ("assign(): local evaluation against GrowthBook", assign),
         ("Outcomes: record() + flush() into the database", record),
         ("Propagation: a rollback reaching a running client", propagation),
+        ("Rollback under write load: a manual rollback while apps write outcomes flat out", rollback_load),
         ("Shadow: overhead of shadow() on the caller", shadow),
         ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
     ]:

@@ -86,7 +86,13 @@ def make_engine(url: str | None = None, *, connection: ConnectionSettings | None
     if url.startswith("sqlite"):
         # A writer and a reader (app SDK, flow, CLI) share one file: WAL lets them
         # proceed together, and busy_timeout waits out a writer instead of failing.
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # isolation_level="IMMEDIATE": the transaction sqlite3 opens before the first write is
+        # BEGIN IMMEDIATE, which takes the write lock at once and waits for it under busy_timeout.
+        # A plain (deferred) BEGIN first reads, then upgrades; under a stream of outcome writes the
+        # upgrade fails at once with "database is locked" (SQLite cannot wait there without risking
+        # a deadlock): measured with bench/rollback_load.py, manual rollbacks failed that way.
+        # Reads still open no transaction, so they never take the write lock.
+        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": "IMMEDIATE"}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -239,16 +245,77 @@ def transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
+PRIORITY_STALE = 10.0  # seconds: a marker older than this was left by a crashed process; ignore it
+PRIORITY_WAIT = 3.0    # seconds a bulk writer defers to a flag change at most, per chunk
+
+
+def _priority_marker(engine: Engine) -> str | None:
+    """The file beside a SQLite database that says "a flag change is waiting for the write lock"."""
+    if engine.dialect.name != "sqlite":
+        return None
+    path = engine.url.database
+    return None if not path or path == ":memory:" else f"{path}-flag-change"
+
+
+@contextmanager
+def flag_change_priority(engine: Engine) -> Iterator[None]:
+    """On SQLite, ask bulk writers (outcome flushers) to step aside while this flag change runs.
+
+    SQLite has one writer at a time and waiters only poll for the lock, so a
+    rollback polling among several app processes that flush outcomes flat out
+    lost the race for seconds at a time (p99 14 s in bench/rollback_load.py).
+    The marker file makes flushers wait before their next chunk (see
+    `defer_to_flag_changes`), so the change gets the lock as soon as the chunk
+    in progress commits. Nothing on PostgreSQL, which has row locks.
+    """
+    marker = _priority_marker(engine)
+    if marker is None:
+        yield
+        return
+    token = f"{marker}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        with open(token, "w"):
+            pass
+        os.replace(token, marker)  # atomic; two changers at once share one marker, the last removes it
+    except OSError:
+        marker = None
+    try:
+        yield
+    finally:
+        if marker is not None:
+            try:
+                os.unlink(marker)
+            except OSError:
+                pass
+
+
+def defer_to_flag_changes(engine: Engine) -> None:
+    """Before a bulk write on SQLite: wait (bounded) while a flag change is waiting for the write lock."""
+    marker = _priority_marker(engine)
+    if marker is None:
+        return
+    deadline = time.monotonic() + PRIORITY_WAIT
+    while time.monotonic() < deadline:
+        try:
+            age = time.time() - os.stat(marker).st_mtime
+        except OSError:
+            return
+        if age > PRIORITY_STALE:
+            return
+        time.sleep(0.005)
+
+
 def retry_transaction(engine: Engine, work: Callable[[Session], T], *, attempts: int = 8) -> T:
     """Run `work` in a transaction; if someone changed the flag under it, run it again on the new state.
 
     For changes that mean "whatever the flag is now" (a manual rollback, a
     hand-set percentage), never for the controller's own compare-and-set
-    writes, which must lose to a human.
+    writes, which must lose to a human. On SQLite these changes go ahead of
+    outcome writes (see `flag_change_priority`).
     """
     for attempt in range(attempts):
         try:
-            with transaction(engine) as session:
+            with flag_change_priority(engine), transaction(engine) as session:
                 return work(session)
         except VersionConflictError:
             if attempt == attempts - 1:

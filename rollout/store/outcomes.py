@@ -1,7 +1,8 @@
 """Writing outcomes fast and exactly once: COPY through a staging table on PostgreSQL, one executemany on SQLite.
 
 The SDK hands over whole batches from its background flusher; each batch is
-one transaction, so a batch is stored whole or not at all and can be retried.
+one transaction on PostgreSQL (short chunks on SQLite, see SQLITE_CHUNK), and
+any batch can be retried whole, whatever part of it was stored.
 An outcome is one entry here and one row per metric in the table.
 
 Every outcome carries an idempotency key, (source, seq): an SDK client's random
@@ -19,6 +20,7 @@ which is why it is only the replay path.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -26,7 +28,7 @@ from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session
 
-from rollout.store.db import io_deadline
+from rollout.store.db import defer_to_flag_changes, io_deadline
 from rollout.store.models import Flag, Outcome
 
 OUTCOME_COLUMNS = ("flag_id", "rollout_id", "stage", "variant", "stratum", "unit_hash", "metric", "value",
@@ -63,9 +65,11 @@ def new_source() -> int:
 
 
 def insert_outcomes(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) -> int:
-    """Store these outcomes in one transaction, skipping any already stored; returns how many were new.
+    """Store these outcomes, skipping any already stored; returns how many were new.
 
-    A replay of a stored batch returns 0 and changes nothing. Raises on any database fault.
+    One transaction on PostgreSQL; on SQLite one per SQLITE_CHUNK outcomes. A
+    replay of a stored batch returns 0 and changes nothing, and a retry after a
+    fault stores exactly what is missing. Raises on any database fault.
     """
     if not keyed:
         return 0
@@ -82,6 +86,33 @@ def insert_outcomes(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) ->
                 pass  # some of it is stored already (a replay): take the slower path that skips those
             with conn.begin():
                 return _insert_postgres(conn, text)
+    return sum(_insert_sqlite(engine, source, keyed[i:i + SQLITE_CHUNK]) for i in range(0, len(keyed), SQLITE_CHUNK))
+
+
+SQLITE_CHUNK = 500
+"""Outcomes per SQLite write transaction.
+
+SQLite has one writer at a time, and a waiting writer (a manual rollback, say)
+only polls for the lock. With several app processes flushing 5,000-outcome
+batches, the lock was almost never free when a rollback polled, and rollbacks
+failed after the 30 s busy timeout (bench/rollback_load.py). Short
+transactions, each followed by a pause as long as a third of it, leave the lock
+free more often, and a waiting flag change goes first (see
+rollout.store.db.flag_change_priority). Splitting a batch is safe because every outcome has its
+idempotency key: a retry skips the chunks that were stored.
+"""
+SQLITE_YIELD = 0.33
+
+
+def _insert_sqlite(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) -> int:
+    defer_to_flag_changes(engine)
+    started = time.perf_counter()
+    stored = _insert_sqlite_chunk(engine, source, keyed)
+    time.sleep((time.perf_counter() - started) * SQLITE_YIELD)
+    return stored
+
+
+def _insert_sqlite_chunk(engine: Engine, source: int, keyed: Sequence[KeyedEntry]) -> int:
     rows = _sqlite_rows(source, keyed)
     with engine.connect() as conn:
         with conn.begin() as batch:
