@@ -90,7 +90,9 @@ def measure_outcomes(url: str, tokens: dict[str, str]) -> dict[str, float]:
         port = server.port
         headers = {"Authorization": f"Bearer {tokens['write']}", "Content-Type": "application/json"}
         requests = []
-        for b in range(20):  # 20 distinct batch bodies, sent round-robin
+        # One distinct body per request: outcomes are stored exactly once, so a body sent twice would be
+        # answered as duplicates, not stored again (see rollout/adapters/api/routes/outcomes.py).
+        for b in range(OUTCOME_BATCHES):
             outcomes = [{"flag": "summarizer", "unit_id": f"user-{b}-{i}", "attributes": {"tier": "free"},
                          "metrics": {"latency_ms": round(rng.lognormvariate(6, 1), 2),
                                      "cost_usd": round(rng.random() / 100, 6), "error": rng.random() < 0.02}}

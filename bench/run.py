@@ -16,7 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import assign, http_edge, http_service, install_size, online_evals, otlp, propagation, record, shadow  # noqa: E402
+from bench import (  # noqa: E402
+    assign, http_edge, http_service, install_size, online_evals, otlp, propagation, record, rollback_load, shadow,
+)
 from bench.common import BENCH, machine  # noqa: E402
 
 
@@ -38,7 +40,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
     args = parser.parse_args()
     if args.quick:
-        assign.BATCHES, record.OUTCOMES, record.RUNS, propagation.RUNS = 20, 20_000, 1, 5
+        assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
+        rollback_load.WRITERS, rollback_load.CHANGES = 2, 10
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
         online_evals.SAMPLES = 300
@@ -51,6 +54,7 @@ def main() -> None:
         ("assign(): local evaluation against GrowthBook", assign),
         ("Outcomes: record() + flush() into the database", record),
         ("Propagation: a rollback reaching a running client", propagation),
+        ("Rollback under write load: a manual rollback while apps write outcomes flat out", rollback_load),
         ("Shadow: overhead of shadow() on the caller", shadow),
         ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
         ("Online judges: grading throughput and budget", online_evals),

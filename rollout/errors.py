@@ -20,8 +20,9 @@
     │   ├── AuthenticationError       no token, an unknown or a revoked one (HTTP 401)
     │   ├── PermissionDeniedError     the token's scope is too small (HTTP 403)
     │   └── RateLimitedError          the token is over its request rate; `.retry_after` s (HTTP 429)
-    └── StoreUnavailableError         the database could not be reached or answered; the
-                                      driver's error is kept as `__cause__`
+    ├── StoreUnavailableError         the database could not be reached or answered; the
+    │                                 driver's error is kept as `__cause__`
+    └── ClientClosedError             record() on a RolloutClient after close(): nothing was buffered
 
 Two rules hold everywhere:
 
@@ -47,6 +48,7 @@ from collections.abc import Iterable
 __all__ = [
     "AccessError",
     "AuthenticationError",
+    "ClientClosedError",
     "ConflictError",
     "ExposureExpiredError",
     "FlagExistsError",
@@ -168,3 +170,11 @@ class RolloutActiveError(ConflictError):
 
 class StoreUnavailableError(RolloutError):
     """The database could not be reached or did not answer."""
+
+
+class ClientClosedError(RolloutError, RuntimeError):
+    """`record()` was called on a `RolloutClient` after `close()` began: the outcome was not taken.
+
+    Raised rather than accepted silently, because `close()` has already
+    reported what it stored; an outcome taken after that would be lost unseen.
+    """

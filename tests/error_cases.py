@@ -12,6 +12,8 @@ EXAMPLES: dict[str, errors.RolloutError] = {
     "RolloutError": errors.RolloutError("something of ours"),
     "InvalidInputError": errors.InvalidInputError("percent must be 0-100"),
     "InvalidOutcomeError": errors.InvalidOutcomeError("metric 'x y' is not a name"),
+    "InvalidExposureError": errors.InvalidExposureError("the exposure token's signature does not verify"),
+    "ExposureExpiredError": errors.ExposureExpiredError("the exposure token is older than the horizon"),
     "InvalidFlagError": errors.InvalidFlagError("a flag needs two variants"),
     "InvalidPlanError": errors.InvalidPlanError(["stage 1 has no name", "no metrics"]),
     "NotFoundError": errors.NotFoundError("no such thing"),
@@ -28,5 +30,6 @@ EXAMPLES: dict[str, errors.RolloutError] = {
     "PermissionDeniedError": errors.PermissionDeniedError("needs admin"),
     "RateLimitedError": errors.RateLimitedError(1.2),
     "StoreUnavailableError": errors.StoreUnavailableError("database unavailable: connection refused"),
+    "ClientClosedError": errors.ClientClosedError("record() after close()"),
 }
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from rollout.sdk.buffer import OutcomeBuffer
+from rollout.sdk.buffer import CloseResult, OutcomeBuffer
 from rollout.sdk.exposures import DEFAULT_HORIZON, ExposureCounts, ExposureKeys, Served, served_entry, served_of
 from rollout.sdk.outcomes import _unit_hash, outcome_entry
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
@@ -19,10 +19,11 @@ from rollout.sdk.snapshot import DEFAULT_REFRESH_TIMEOUT, Refresher, Snapshot
 from rollout.core.outcome import validate_unit
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Exposure, Phase, Reason, bind
 from rollout.core.assignment import error_assignment
-from rollout.errors import FlagNotFoundError, InvalidExposureError, InvalidOutcomeError
+from rollout.errors import ClientClosedError, FlagNotFoundError, InvalidExposureError, InvalidOutcomeError
 from rollout.store.db import make_engine
 from rollout.store.exposures import upsert_exposures
 from rollout.store.outcomes import OutcomeEntry, insert_outcomes
+from rollout.store.secrets import UnitKeys
 
 log = logging.getLogger("rollout.client")
 
@@ -42,6 +43,7 @@ class ClientStats:
     outcomes_buffered: int
     outcomes_dropped: int
     write_errors: int
+    outcomes_unstored_at_close: int
     last_error: str | None
     exposure_rows_written: int = 0
     exposure_rows_buffered: int = 0
@@ -107,22 +109,27 @@ class RolloutClient:
         self._namespace = namespace
         self._snapshot = Snapshot(self._engine, namespace)
         self._snapshot.refresh(force=True)
+        self._unit_keys = UnitKeys(self._engine)
+        self._unit_key: bytes | None = None
+        self._load_unit_key()
         self._refresher = Refresher(self._snapshot, interval=refresh_interval, listen=listen, timeout=refresh_timeout)
         self._count_exposures = exposures
         self._horizon = float(exposure_horizon)
         self._keys = ExposureKeys(self._engine, namespace)
         self._keys.load()
         self._keys_tried = time.monotonic()
+        # Exposure rows are keyed with the namespace's UNIT secret, like outcomes, so the judge joins them.
         self._exposures = ExposureCounts(lambda rows: upsert_exposures(self._engine, rows),
-                                         lambda: self._snapshot.ids, _unit_hash,
+                                         lambda: self._snapshot.ids,
+                                         lambda _salt, unit: _unit_hash(self.unit_key(), unit),
                                          capacity=buffer_size * 2, batch_size=batch_size)
         self._buffer = OutcomeBuffer(
-            lambda rows: insert_outcomes(self._engine, rows),
+            lambda source, batch: insert_outcomes(self._engine, source, batch),
             capacity=buffer_size, batch_size=batch_size, flush_interval=flush_interval,
             tick=self._background_tick,
         )
         self._shadow = ShadowRunner(
-            self._buffer.add, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
+            self._buffer.add, unit_key=self.unit_key, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
             rate=shadow_rate, retry=shadow_retry, store_outputs=store_outputs, redact=redact,
             max_output_chars=max_output_chars,
         )
@@ -201,12 +208,17 @@ class RolloutClient:
           assignment, evaluated now; after the allocation moved, that may not
           be what the unit was served. Prefer the two forms above.
 
+        After `close()` has begun it raises ClientClosedError: nothing is taken
+        that close() could no longer store or report.
+
         In the third form `variant` defaults to the unit's current assignment; pass it when the
         outcome is for another arm (a candidate's shadow run, say). `pair_id`
         (a positive 63-bit number) joins a baseline and a candidate outcome of
         the same request, for apps that run their own shadow pairs; `shadow()`
         does this by itself.
         """
+        if self._buffer.closed:
+            raise ClientClosedError("record() after close(): this client stores nothing more")
         if metrics is None and isinstance(unit_id, Mapping):
             if variant is not None or attributes is not None:
                 raise InvalidOutcomeError("an exposure fixes the variant and stratum: pass variant= or attributes= "
@@ -219,7 +231,7 @@ class RolloutClient:
             detail = "" if self._snapshot.loaded else "the flag snapshot has never loaded"
             raise FlagNotFoundError(str(flag), detail)
         _check_pair_id(pair_id)
-        self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics,
+        self._buffer.add(outcome_entry(compiled, self._snapshot.ids[flag], unit_id, metrics, unit_key=self.unit_key(),
                                        variant=variant, attributes=attributes, at=time.time(), pair_id=pair_id))
 
     def feedback(self, exposure: Exposure | str, *, thumbs_up: bool | None = None,
@@ -233,6 +245,24 @@ class RolloutClient:
         foreign or expired tokens raise InvalidExposureError.
         """
         self.record(exposure, feedback_metrics(thumbs_up, rating))
+
+    def unit_key(self) -> bytes:
+        """This namespace's UNIT key (what stored unit hashes are keyed with), read once and kept.
+
+        Raises the database's error only while it has never been readable (the
+        snapshot has then never loaded either, so record() refuses anyway).
+        """
+        key = self._unit_key
+        return key if key is not None else self._load_unit_key(raise_errors=True)
+
+    def _load_unit_key(self, *, raise_errors: bool = False) -> bytes:
+        try:
+            self._unit_key = self._unit_keys.get(self._namespace)
+        except Exception:
+            if raise_errors:
+                raise
+            return b""
+        return self._unit_key
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every outcome recorded so far is stored. False if `timeout` ran out first.
@@ -265,7 +295,7 @@ class RolloutClient:
         flag_id = self._snapshot.ids.get(cell.flag)
         if flag_id is None:
             raise FlagNotFoundError(cell.flag, "deleted since it was assigned")
-        return served_of(cell, flag_id, _unit_hash(cell.salt, validate_unit(what.unit_id)), time.time())
+        return served_of(cell, flag_id, _unit_hash(self.unit_key(), validate_unit(what.unit_id)), time.time())
 
     def _background_tick(self) -> None:
         """Runs on the outcome flusher's thread every round: exposure counts out, signing keys in."""
@@ -389,25 +419,36 @@ class RolloutClient:
             refresh_errors=snap.refresh_errors, notifications=self._refresher.notifications,
             outcomes_accepted=buf.accepted, outcomes_written=buf.written, outcomes_buffered=len(buf),
             outcomes_dropped=buf.dropped, write_errors=buf.write_errors + self._exposures.write_errors,
+            outcomes_unstored_at_close=buf.unstored_at_close,
             last_error=buf.last_error or self._exposures.last_error or snap.last_error,
             exposure_rows_written=self._exposures.written, exposure_rows_buffered=len(self._exposures),
             exposures_dropped=self._exposures.dropped,
         )
 
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Store what is buffered (waiting up to `timeout`), then stop the background threads."""
+    def close(self, timeout: float | None = 30.0) -> CloseResult:
+        """Stop taking outcomes, store what was recorded (waiting up to `timeout`), stop the background threads.
+
+        Returns what happened to every outcome recorded before close(): `stored`,
+        and `unstored` (the database could not take them in time). Unstored ones
+        are also counted in `stats.outcomes_dropped` and
+        `stats.outcomes_unstored_at_close`, and logged. A write already on the wire
+        when the timeout runs out is waited for (bounded by the engine's timeouts),
+        so the count is exact. Calling close() again returns the first result.
+        """
         if self._closed:
-            return
+            return self._buffer.close(0)
         self._closed = True
         atexit.unregister(self.close)
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._shadow.close(timeout)
-        self._buffer.close(timeout)
-        if not self._exposures.flush(timeout):
+        result = self._buffer.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not self._exposures.flush(None if deadline is None else max(0.0, deadline - time.monotonic())):
             log.warning("rollout: %d exposure rows could not be stored before close: %s",
                         len(self._exposures), self._exposures.last_error)
         self._refresher.stop()
         if self._owns_engine:
             self._engine.dispose()
+        return result
 
     def __enter__(self) -> RolloutClient:
         return self

@@ -22,6 +22,7 @@ def outcome_entry(
     unit_id: Any,
     metrics: Any,
     *,
+    unit_key: bytes,
     variant: Any = None,
     attributes: Any = None,
     at: float,
@@ -31,6 +32,7 @@ def outcome_entry(
 
     The one validation of an outcome: `record()` and the HTTP service's
     `POST /v1/outcomes` both call it, so both refuse exactly the same input.
+    `unit_key` is the namespace's UNIT secret (see `_unit_hash`).
     """
     unit = validate_unit(unit_id)
     values = validate_metrics(metrics)
@@ -46,16 +48,22 @@ def outcome_entry(
         )
     else:
         stratum = compiled.stratum_of(attributes)
-    prefix = (flag_id, state.rollout_id, state.stage, variant, stratum, _unit_hash(state.salt, unit))
+    prefix = (flag_id, state.rollout_id, state.stage, variant, stratum, _unit_hash(unit_key, unit))
     if pair_id is not None:
         # Shadow runs pair a baseline and a candidate outcome of one request (see rollout.store.outcomes).
         prefix = (*prefix, pair_id)
     return (prefix, values, at)
 
 
-def _unit_hash(salt: str, unit_id: str) -> int:
-    """A keyed 64-bit hash: enough to pair a unit's outcomes, not enough to read its id back."""
-    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+def _unit_hash(key: bytes, unit_id: str) -> int:
+    """The stored unit hash: keyed BLAKE2b, 64 bits, enough to pair a unit's outcomes, not to read its id back.
+
+    `key` is the namespace's UNIT secret (rollout.store.secrets), which no API
+    returns, never the flag's bucketing salt (GET /v1/flags serves salts, so a
+    salt-keyed hash could be reversed by hashing candidate ids). Bucketing
+    itself (murmur3 of salt:unit) is unchanged.
+    """
+    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=key).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

@@ -164,6 +164,7 @@ class ShadowRunner:
         self,
         add_outcome: Callable[[Any], None],
         *,
+        unit_key: Callable[[], bytes] = lambda: b"",
         engine: Engine | None = None,
         workers: int = 4,
         queue_size: int = 16,
@@ -178,6 +179,7 @@ class ShadowRunner:
         if rate is not None and not rate > 0:
             raise ValueError(f"shadow rate must be > 0 calls per second, got {rate!r}")
         self._add_outcome = add_outcome
+        self._unit_key = unit_key  # the namespace's UNIT secret for stored unit hashes (see client._unit_hash)
         self._workers = workers
         self._rate = rate
         self.retry = retry
@@ -209,7 +211,8 @@ class ShadowRunner:
         if self._store_outputs:
             if engine is None:
                 raise ValueError("storing shadow outputs needs a database engine")
-            self._outputs = OutcomeBuffer(lambda rows: insert_shadow_outputs(engine, rows),
+            # Outputs need no idempotency key: the buffer's (source, seq) is not used for them.
+            self._outputs = OutcomeBuffer(lambda _source, batch: insert_shadow_outputs(engine, [e for _, e in batch]),
                                           capacity=10_000, batch_size=500, flush_interval=0.5)
 
     # --- the caller's side ---------------------------------------------------------------
@@ -511,7 +514,7 @@ class ShadowRunner:
                         metrics[scorer.name] = value
         state = pair.compiled.state
         entries = [
-            outcome_entry(pair.compiled, pair.flag_id, pair.unit_id, metrics, variant=variant,
+            outcome_entry(pair.compiled, pair.flag_id, pair.unit_id, metrics, unit_key=self._unit_key(), variant=variant,
                           attributes=pair.attributes, at=pair.at, pair_id=pair.pair_id)
             for variant, metrics in ((state.baseline, base_metrics), (state.candidate, cand_metrics))
         ]

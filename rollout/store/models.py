@@ -198,7 +198,11 @@ class Outcome(Base):
     __tablename__ = "outcomes"
     # No index on pair_id: the shadow judge lines a pair's rows up with one GROUP BY
     # (see load_paired_evidence), and every index costs each of millions of inserts.
-    __table_args__ = (Index("ix_outcomes_flag_id_rollout_id_metric", "flag_id", "rollout_id", "metric"),)
+    # (source, seq, metric) is the idempotency key: a replayed batch (a lost commit
+    # reply, an HTTP retry) hits it and stores nothing twice. Rows written before it
+    # existed have NULLs there, which a unique constraint lets through on both backends.
+    __table_args__ = (Index("ix_outcomes_flag_id_rollout_id_metric", "flag_id", "rollout_id", "metric"),
+                      UniqueConstraint("source", "seq", "metric"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     flag_id: Mapped[int] = mapped_column(Integer)
@@ -212,6 +216,10 @@ class Outcome(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Joins the baseline's and the candidate's outcome of one shadowed request (NULL otherwise).
     pair_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Who wrote the outcome and its number there: an SDK client's random id and its
+    # own sequence, or an HTTP batch key's hash and the item's index in the batch.
+    source: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Exposure(Base):

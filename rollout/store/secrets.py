@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets as _random
+import threading
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rollout.store.db import transaction
 from rollout.store.models import NamespaceSecret, utcnow
 
 UNIT = "unit"          # keys the stored unit hashes
@@ -51,10 +53,41 @@ def rotate(session: Session, namespace: str, purpose: str) -> int:
     return version
 
 
+class UnitKeys:
+    """The UNIT key of each namespace, read once per namespace and kept: what the SDK and the service hash with.
+
+    Kept for the life of the process: after a rotation a running process goes on
+    with the key it read until it restarts (see docs/unit-hashes.md for what the
+    judge then sees). Reading may create the namespace's first key.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, namespace: str) -> bytes | None:
+        """The key if it was read already, else None: never touches the database."""
+        return self._keys.get(namespace)
+
+    def get(self, namespace: str) -> bytes:
+        """The key; raises the database's error if it is not cached and cannot be read."""
+        key = self._keys.get(namespace)
+        if key is not None:
+            return key
+        with self._lock:
+            key = self._keys.get(namespace)
+            if key is None:
+                with transaction(self._engine) as session:
+                    _version, key = current_secret(session, namespace, UNIT)
+                self._keys[namespace] = key
+        return key
+
+
 def _newest(session: Session, namespace: str, purpose: str) -> NamespaceSecret | None:
     return session.scalars(select(NamespaceSecret).where(
         NamespaceSecret.namespace == namespace, NamespaceSecret.purpose == purpose,
         NamespaceSecret.retired_at.is_(None)).order_by(NamespaceSecret.version.desc()).limit(1)).first()
 
 
-__all__ = ["EXPOSURE", "UNIT", "all_secrets", "current_secret", "rotate"]
+__all__ = ["EXPOSURE", "UNIT", "UnitKeys", "all_secrets", "current_secret", "rotate"]

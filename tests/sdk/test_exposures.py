@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from rollout import RolloutClient
 from rollout.core import Assignment, Cell, Reason, Stratum, bind
 from rollout.errors import ExposureExpiredError, InvalidExposureError, InvalidOutcomeError
-from rollout.sdk.client import _unit_hash
+from rollout.sdk.outcomes import _unit_hash
+from rollout.store.secrets import UnitKeys
 from rollout.sdk.exposures import ExposureCounts, ExposureKeys, Served
 from rollout.store import flags as store
 from rollout.store.db import transaction
@@ -72,9 +73,10 @@ def test_repeat_assignments_become_one_counted_row_per_unit_and_cell(engine: Eng
         counts = exposure_counts(s, flag_id)
         span = s.execute(select(Exposure.first_at, Exposure.last_at)).all()
     a, b = answers[0], answers[-1]
+    key = UnitKeys(engine).get("default")  # stored unit hashes are keyed with the namespace's UNIT secret
     assert counts == {
-        (flag_id, rollout_id, 1, a.variant, "free", _unit_hash("salt", "a")): 6,
-        (flag_id, rollout_id, 1, b.variant, "default", _unit_hash("salt", "b")): 2,
+        (flag_id, rollout_id, 1, a.variant, "free", _unit_hash(key, "a")): 6,
+        (flag_id, rollout_id, 1, b.variant, "default", _unit_hash(key, "b")): 2,
     }
     assert all(first <= last for first, last in span)
 
@@ -135,7 +137,7 @@ def test_a_late_outcome_is_credited_to_what_was_served_before_theramp(engine: En
         client.record("summarizer", unit, {"latency_ms": 5.0})  # the old form: credited to the current assignment
         assert client.flush(timeout=30)
     # Then the token and the assignment are stored as the baseline's, in stage 1; the old form as the candidate's
-    h = _unit_hash("salt", unit)
+    h = _unit_hash(UnitKeys(engine).get("default"), unit)
     assert _outcomes(engine) == [
         (rollout_id, 1, "current", "default", h, "thumbs_up", 0.0),
         (rollout_id, 1, "current", "default", h, "error", 1.0),
@@ -243,7 +245,7 @@ def test_every_assignment_is_written_once_whatever_the_write_failures(calls, fai
             stored[key] = stored.get(key, 0) + count  # what the upsert does
         return len(rows)
 
-    counts = ExposureCounts(write, lambda: {"f": 7}, _unit_hash)
+    counts = ExposureCounts(write, lambda: {"f": 7}, lambda _salt, unit: _unit_hash(b"unit-key", unit))
     # When assignments are counted across several write rounds
     for i, (cell, unit) in enumerate(calls):
         key = bind(ANSWERS[cell], f"u{unit}")
@@ -257,7 +259,7 @@ def test_every_assignment_is_written_once_whatever_the_write_failures(calls, fai
     expected: dict[tuple, int] = {}
     for cell, unit in calls:
         c = CELLS[cell]
-        key = (7, c.rollout_id, c.stage, c.variant, c.stratum, _unit_hash("salt", f"u{unit}"))
+        key = (7, c.rollout_id, c.stage, c.variant, c.stratum, _unit_hash(b"unit-key", f"u{unit}"))
         expected[key] = expected.get(key, 0) + 1
     assert stored == expected and counts.exposures == len(calls)
 
@@ -290,6 +292,6 @@ def test_late_feedback_is_credited_to_the_arm_that_served_it(engine: Engine, db_
             client.feedback(token, thumbs_up="yes")  # type: ignore[arg-type]
         assert client.flush(timeout=30)
     # And it is stored as the baseline's, in stage 1
-    h = _unit_hash("salt", unit)
+    h = _unit_hash(UnitKeys(engine).get("default"), unit)
     assert _outcomes(engine) == [(rollout_id, 1, "current", "default", h, "thumbs_up", 0.0),
                                  (rollout_id, 1, "current", "default", h, "rating", 2.0)]

@@ -25,7 +25,7 @@ def _count_flags(engine: Engine) -> int:
 
 @pytest.mark.parametrize("work", [
     pytest.param(_count_flags, id="transaction"),
-    pytest.param(lambda engine: insert_outcomes(engine, [((1, None, 0, "a", "default", 7), (("error", 0.0),), 0.0)]),
+    pytest.param(lambda engine: insert_outcomes(engine, 1, [(1, ((1, None, 0, "a", "default", 7), (("error", 0.0),), 0.0))]),
                  id="the SDK's outcome write"),
 ])
 def test_a_refused_connection_is_store_unavailable(work) -> None:  # type: ignore[no-untyped-def]

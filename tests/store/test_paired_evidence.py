@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from rollout.core.stats import Decision, MetricSpec, PairStats, judge_paired
 from rollout.store.evidence import load_paired_evidence
-from rollout.store.outcomes import insert_outcomes
+from rollout.store.outcomes import insert_outcomes, new_source
 
 FLAG, ROLLOUT = 3, 11
 PAIR_FIELDS = ("n", "sum_d", "sum_d_sq", "sum_b", "sum_b_sq", "sum_bd", "log_n", "log_sum_d", "log_sum_d_sq",
@@ -55,7 +55,7 @@ def _noise():
 def test_given_shadow_pairs_when_loaded_then_pair_statistics_match_python(engine: Engine) -> None:
     # Given 300 shadowed requests (3 metrics per arm) plus rows that must stay out
     entries, expected = _shadow_pairs(np.random.default_rng(5))
-    insert_outcomes(engine, entries + _noise())
+    insert_outcomes(engine, new_source(), list(enumerate(entries + _noise())))
     # When the paired evidence of the rollout is loaded
     with Session(engine) as s:
         ev = load_paired_evidence(s, flag_id=FLAG, rollout_id=ROLLOUT, baseline="current", candidate="new-model")
@@ -80,7 +80,7 @@ def test_given_shadow_pairs_when_loaded_then_pair_statistics_match_python(engine
 )
 def test_filters_restrict_the_cells(engine: Engine, kwargs, cells) -> None:
     entries, _ = _shadow_pairs(np.random.default_rng(6), n=40)
-    insert_outcomes(engine, entries)
+    insert_outcomes(engine, new_source(), list(enumerate(entries)))
     with Session(engine) as s:
         ev = load_paired_evidence(s, flag_id=FLAG, baseline="current", candidate="new-model", **kwargs)
     assert set(ev.pairs) == cells
@@ -95,7 +95,7 @@ def test_incomplete_and_repeated_pairs_are_counted_not_hidden(engine: Engine) ->
     rows = [row(v, p, 0.0) for p in (1, 2, 3) for v in ("current", "new-model")]
     rows += [row("current", 4, 1.0), row("current", 5, 0.0), row("new-model", 6, 1.0)]
     rows += [row("current", 7, 0.0), row("new-model", 7, 1.0), row("new-model", 7, 1.0)]
-    insert_outcomes(engine, rows)
+    insert_outcomes(engine, new_source(), list(enumerate(rows)))
     # When loaded
     with Session(engine) as s:
         ev = load_paired_evidence(s, flag_id=FLAG, baseline="current", candidate="new-model")
@@ -113,7 +113,7 @@ def test_metric_reported_by_one_arm_only_holds(engine: Engine) -> None:
     # Given shadow outcomes where only the baseline reports "score"
     rows = [((FLAG, ROLLOUT, 0, "current", "all", p, p), (("score", 0.5),), 1.7e9) for p in range(200)]
     rows += [((FLAG, ROLLOUT, 0, "new-model", "all", p, p), (("error", 0.0),), 1.7e9) for p in range(200)]
-    insert_outcomes(engine, rows)
+    insert_outcomes(engine, new_source(), list(enumerate(rows)))
     with Session(engine) as s:
         ev = load_paired_evidence(s, flag_id=FLAG, baseline="current", candidate="new-model")
     # When judged on score, Then it is missing in an arm and the check holds

@@ -36,6 +36,7 @@ from rollout.core.ratelimit import KeyedBuckets
 from rollout.errors import RolloutError, StoreUnavailableError
 from rollout.sdk.snapshot import Refresher, Snapshot
 from rollout.store.db import database_url, make_engine
+from rollout.store.secrets import UnitKeys
 
 log = logging.getLogger("rollout.api")
 
@@ -67,6 +68,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
         tokens=TokenCache(engine, ttl=settings.token_ttl, grace=settings.token_grace,
                           timeout=settings.token_timeout, in_outage=lambda: snapshot.stale),
         limiter=KeyedBuckets(settings.rate_limit, settings.rate_burst), metrics=metrics,
+        unit_keys=UnitKeys(engine),
     )
 
     @asynccontextmanager

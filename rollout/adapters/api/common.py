@@ -25,6 +25,7 @@ from rollout.adapters.api.settings import ApiSettings
 from rollout.adapters.api.snapshot import ChangeSignal, Snapshot
 from rollout.core import Assignment
 from rollout.core.ratelimit import KeyedBuckets
+from rollout.store.secrets import UnitKeys
 
 T = TypeVar("T")
 
@@ -80,6 +81,7 @@ class ServiceState:
     tokens: TokenCache
     limiter: KeyedBuckets
     metrics: Metrics
+    unit_keys: UnitKeys  # each namespace's UNIT secret, read once: stored unit hashes are keyed with it
     # namespace -> (its exposure-token keys, when loading them was last tried); see api/exposures.py
     exposure_keys: dict[str, tuple[Any, float]] = field(default_factory=dict)
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from rollout.adapters.api.common import ServiceState
 from rollout.core import Assignment
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError, StoreUnavailableError
-from rollout.sdk.client import _unit_hash
+from rollout.sdk.outcomes import _unit_hash
 from rollout.sdk.exposures import ExposureKeys, served_entry, served_of
 from rollout.store.outcomes import OutcomeEntry
 
@@ -36,14 +36,26 @@ async def namespace_keys(state: ServiceState, namespace: str) -> ExposureKeys:
     return keys
 
 
-def token_for(keys: ExposureKeys, ids: dict[str, int], answer: Assignment, unit_id: Any) -> str | None:
-    """The exposure token of one evaluation, or None (an error answer, or keys not loaded yet)."""
+def token_for(keys: ExposureKeys, ids: dict[str, int], answer: Assignment, unit_id: Any,
+              unit_key: bytes | None) -> str | None:
+    """The exposure token of one evaluation, or None (an error answer, keys or UNIT key not loaded yet)."""
     cell = answer.cell
     flag_id = ids.get(cell.flag) if cell is not None else None
-    if flag_id is None or not keys.loaded:
+    if flag_id is None or not keys.loaded or not unit_key:
         return None
     # evaluate() answered with a cell, so the unit is a non-empty string or a whole number.
-    return keys.sign(served_of(cell, flag_id, _unit_hash(cell.salt, str(unit_id)), time.time()))
+    return keys.sign(served_of(cell, flag_id, _unit_hash(unit_key, str(unit_id)), time.time()))
+
+
+async def unit_key_of(state: ServiceState, namespace: str) -> bytes | None:
+    """The namespace's UNIT key, from the cache when it is there (the evaluation path), or None if unreadable."""
+    key = state.unit_keys.cached(namespace)
+    if key is not None:
+        return key
+    try:
+        return await run_in_threadpool(state.unit_keys.get, namespace)
+    except Exception:  # noqa: BLE001 - no token then; the evaluation itself is still answered
+        return None
 
 
 def exposure_outcome(keys: ExposureKeys, ids: dict[str, int], raw: dict[str, Any], at: float, *,

@@ -18,6 +18,8 @@ EXPECTED: dict[str, tuple[int, str | None]] = {
     "RolloutError": (500, None),
     "InvalidInputError": (422, None),
     "InvalidOutcomeError": (422, None),
+    "InvalidExposureError": (422, None),
+    "ExposureExpiredError": (422, None),
     "InvalidFlagError": (422, None),
     "InvalidPlanError": (422, None),
     "NotFoundError": (404, None),
@@ -34,6 +36,7 @@ EXPECTED: dict[str, tuple[int, str | None]] = {
     "PermissionDeniedError": (403, None),
     "RateLimitedError": (429, "retry-after"),
     "StoreUnavailableError": (503, "retry-after"),
+    "ClientClosedError": (500, None),   # an app's own misuse of its client: never a service answer
 }
 
 

@@ -7,7 +7,8 @@ import time
 from sqlalchemy import select
 
 from rollout import RolloutClient
-from rollout.sdk.client import _unit_hash
+from rollout.sdk.outcomes import _unit_hash
+from rollout.store.secrets import UnitKeys
 from rollout.store.db import transaction
 from rollout.store.models import Outcome
 from tests.adapters.api.conftest import Service
@@ -73,7 +74,7 @@ def test_a_late_outcome_posted_with_the_token_is_credited_to_the_baseline_in_the
     body = response.json()
     assert (body["accepted"], [e["index"] for e in body["errors"]]) == (1, [1, 2])
     assert "signature" in body["errors"][0]["error"] and "takes no 'flag'" in body["errors"][1]["error"]
-    assert _stored(api) == [(rollout_id, 1, "current", _unit_hash("salt", unit), "thumbs_up", 0.0)]
+    assert _stored(api) == [(rollout_id, 1, "current", _unit_hash(UnitKeys(api.engine).get("default"), unit), "thumbs_up", 0.0)]
 
 
 def test_tokens_from_http_and_from_the_sdk_are_interchangeable(api: Service) -> None:

@@ -106,3 +106,68 @@ def test_counts_reach_metrics(api: Service) -> None:
     assert "rollout_outcomes_rejected_total 1.0" in text
     with transaction(api.engine) as s:
         assert s.scalar(select(func.count()).select_from(Outcome)) == 4
+
+
+def _keys(api: Service) -> tuple[int, int]:
+    """(rows, distinct (source, seq, metric)): equal when nothing is stored twice."""
+    with transaction(api.engine) as s:
+        rows = s.scalar(select(func.count()).select_from(Outcome))
+        distinct = s.scalar(select(func.count()).select_from(
+            select(Outcome.source, Outcome.seq, Outcome.metric).distinct().subquery()))
+    return int(rows or 0), int(distinct or 0)
+
+
+BATCH = {"outcomes": [{**GOOD, "unit_id": f"user-{i}", "recorded_at": 1.7e9 + i} for i in range(20)]}
+
+
+@pytest.mark.parametrize(("name", "extra_body", "headers"), [
+    ("derived from the body", {}, {}),
+    ("batch_key in the body", {"batch_key": "app-7:batch-1"}, {}),
+    ("Idempotency-Key header", {}, {"Idempotency-Key": "app-7:batch-1"}),
+])
+def test_a_batch_sent_again_stores_nothing_twice_and_says_so(api: Service, name: str, extra_body: dict,
+                                                             headers: dict) -> None:
+    # Given a batch of 20 outcomes that was stored once
+    body = {**BATCH, **extra_body}
+    first = api.client.post("/v1/outcomes", json=body, headers={**api.auth("write"), **headers}).json()
+    # When the very same batch is sent again (the caller never saw the first answer, say)
+    again = api.client.post("/v1/outcomes", json=body, headers={**api.auth("write"), **headers}).json()
+    # Then the first answer stored all 20, the second none, and the table holds each once
+    assert (first["stored"], first["duplicates"]) == (20, 0), name
+    assert (again["accepted"], again["stored"], again["duplicates"]) == (20, 0, 20), name
+    assert _keys(api) == (40, 40)
+
+
+def test_distinct_batch_keys_store_identical_outcomes_separately(api: Service) -> None:
+    # Given the same outcomes sent under two batch keys (two real, identical events)
+    for key in ("k1", "k2"):
+        answer = api.client.post("/v1/outcomes", json={**BATCH, "batch_key": key}, headers=api.auth("write")).json()
+        # Then each batch is stored in full
+        assert (answer["stored"], answer["duplicates"]) == (20, 0)
+    assert _keys(api) == (80, 80)
+
+
+def test_a_replay_with_an_item_added_stores_just_that_item(api: Service) -> None:
+    # Given a keyed batch stored once
+    api.client.post("/v1/outcomes", json={**BATCH, "batch_key": "grow"}, headers=api.auth("write"))
+    # When it is sent again under the same key with one more item at the end
+    grown = {"batch_key": "grow", "outcomes": [*BATCH["outcomes"], {**GOOD, "unit_id": "user-new"}]}
+    answer = api.client.post("/v1/outcomes", json=grown, headers=api.auth("write")).json()
+    # Then only the new item is stored, and the answer counts exactly that
+    assert (answer["accepted"], answer["stored"], answer["duplicates"]) == (21, 1, 20)
+    assert _keys(api) == (42, 42)
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, 7])
+def test_a_bad_batch_key_is_422_and_stores_nothing(api: Service, key: object) -> None:
+    response = api.client.post("/v1/outcomes", json={**BATCH, "batch_key": key}, headers=api.auth("write"))
+    assert response.status_code == 422
+    assert stored(api) == []
+
+
+def test_the_same_batch_in_two_namespaces_is_stored_in_each(api: Service) -> None:
+    # Given the same body from two tenants (their flags differ, but the key must not collide anyway)
+    item = {"flag": "summarizer", "unit_id": "user-1", "metrics": {"error": 0}, "recorded_at": 1.7e9}
+    a = api.client.post("/v1/outcomes", json={"outcomes": [item]}, headers=api.auth("write")).json()
+    b = api.client.post("/v1/outcomes", json={"outcomes": [item]}, headers=api.auth("other-admin")).json()
+    assert (a["stored"], b["stored"]) == (1, 1)

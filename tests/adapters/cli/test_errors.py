@@ -13,6 +13,8 @@ EXPECTED: dict[str, int] = {
     "RolloutError": 2,
     "InvalidInputError": 2,
     "InvalidOutcomeError": 2,
+    "InvalidExposureError": 2,
+    "ExposureExpiredError": 2,
     "InvalidFlagError": 2,
     "InvalidPlanError": 2,
     "NotFoundError": 2,
@@ -29,6 +31,7 @@ EXPECTED: dict[str, int] = {
     "PermissionDeniedError": 2,
     "RateLimitedError": 2,
     "StoreUnavailableError": 1,
+    "ClientClosedError": 2,
 }
 
 

@@ -20,7 +20,7 @@ from rollout.adapters.api.common import (
     service,
     validated,
 )
-from rollout.adapters.api.exposures import namespace_keys, token_for
+from rollout.adapters.api.exposures import namespace_keys, token_for, unit_key_of
 from rollout.adapters.api.models import (
     EVALUATION_REQUEST,
     EvaluationAnswer,
@@ -72,13 +72,14 @@ async def evaluate(request: Request) -> Response:
     metrics = state.metrics
     view = state.snapshot.view(principal.namespace)
     keys = await namespace_keys(state, principal.namespace)
+    unit_key = await unit_key_of(state, principal.namespace)
     if isinstance(body, EvaluationBatch):
         results = []
         for item in body.items:
             a = evaluate_one(flags, missing, item)
             metrics.evaluated(a.reason.value)
-            results.append({**assignment_json(a), "exposure": token_for(keys, view.ids, a, item.unit_id)})
+            results.append({**assignment_json(a), "exposure": token_for(keys, view.ids, a, item.unit_id, unit_key)})
         return json_response({"results": results})
     a = evaluate_one(flags, missing, body)
     metrics.evaluated(a.reason.value)
-    return json_response({**assignment_json(a), "exposure": token_for(keys, view.ids, a, body.unit_id)})
+    return json_response({**assignment_json(a), "exposure": token_for(keys, view.ids, a, body.unit_id, unit_key)})

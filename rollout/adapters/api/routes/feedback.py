@@ -15,6 +15,7 @@ from rollout.adapters.api.common import AUTH_ERRORS, error, error_responses, jso
 from rollout.adapters.api.exposures import exposure_outcome, namespace_keys
 from rollout.errors import InvalidOutcomeError
 from rollout.sdk.client import feedback_metrics
+from rollout.adapters.api.routes.outcomes import batch_source
 from rollout.store.outcomes import insert_outcomes
 from rollout.store.tokens import Scope
 
@@ -55,9 +56,12 @@ async def post_feedback(request: Request) -> Response:
         entry = exposure_outcome(keys, view.ids, raw, time.time(), horizon=state.settings.exposure_horizon)
     except InvalidOutcomeError as exc:
         raise HTTPException(422, str(exc)) from None
+    # Exactly once: the feedback's own body (token and answer) is its key, so a resend stores nothing twice.
+    source = batch_source(principal.namespace, request.headers.get("idempotency-key"), [body])
     try:
-        await run_in_threadpool(insert_outcomes, state.engine, [entry])
-    except Exception:  # noqa: BLE001 - nothing was stored; the caller may retry
-        return error(503, "the database did not take the feedback; nothing was stored, retry it", {"Retry-After": "1"})
-    state.metrics.outcomes_accepted.inc(1)
-    return json_response({"accepted": 1})
+        stored = await run_in_threadpool(insert_outcomes, state.engine, source, [(0, entry)])
+    except Exception:  # noqa: BLE001 - stored or not is unknown: sending it again is safe
+        return error(503, "the database did not confirm the feedback; send it again (it is stored at most once)",
+                     {"Retry-After": "1"})
+    state.metrics.outcomes_accepted.inc(stored)
+    return json_response({"accepted": 1, "stored": stored, "duplicates": 1 - stored})

@@ -28,6 +28,7 @@ flag are none of our business and are neither stored nor rejected.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -48,7 +49,7 @@ from starlette.responses import Response
 
 from rollout.adapters.api.auth import authorize
 from rollout.adapters.api.common import AUTH_ERRORS, error_responses, service
-from rollout.adapters.api.routes.outcomes import _timestamp
+from rollout.adapters.api.routes.outcomes import _timestamp, batch_source
 from rollout.adapters.api.settings import ApiSettings
 from rollout.errors import InvalidOutcomeError
 from rollout.sdk.client import outcome_entry
@@ -137,7 +138,7 @@ def _unit(attrs: dict[str, Any], settings: ApiSettings) -> Any:
 
 
 def spans_to_outcomes(request: ExportTraceServiceRequest, flags: dict[str, Any], ids: dict[str, int],
-                      settings: ApiSettings, now: float) -> tuple[list[OutcomeEntry], int, list[str]]:
+                      settings: ApiSettings, now: float, unit_key: bytes) -> tuple[list[OutcomeEntry], int, list[str]]:
     """(valid outcomes, rejected spans, reasons); a span is rejected when any of its evaluations is."""
     entries: list[OutcomeEntry] = []
     rejected = 0
@@ -162,7 +163,7 @@ def spans_to_outcomes(request: ExportTraceServiceRequest, flags: dict[str, Any],
                                            and v is not None}
                         found.append(outcome_entry(
                             compiled, ids[flag], _unit(attrs, settings), span_metrics(span, attrs, settings),
-                            variant=variant, attributes=unit_attributes,
+                            unit_key=unit_key, variant=variant, attributes=unit_attributes,
                             at=_timestamp(span.end_time_unix_nano / 1e9 if span.end_time_unix_nano else None, now)))
                 except InvalidOutcomeError as exc:
                     rejected += 1
@@ -238,13 +239,21 @@ async def export_traces(request: Request) -> Response:
     if not state.snapshot.loaded:
         return _status(14, "the flag snapshot has not loaded from the database yet", media, 503, {"Retry-After": "1"})
     view = state.snapshot.view(principal.namespace)
-    entries, rejected, reasons = spans_to_outcomes(message, view.flags, view.ids, state.settings, time.time())
+    try:
+        unit_key = await run_in_threadpool(state.unit_keys.get, principal.namespace)
+    except Exception:  # noqa: BLE001 - read once per namespace; only a never-reached database gets here
+        return _status(14, "the database is unreachable; nothing was stored, retry", media, 503, {"Retry-After": "1"})
+    entries, rejected, reasons = spans_to_outcomes(message, view.flags, view.ids, state.settings, time.time(),
+                                                   unit_key)
     if entries:
+        # Exactly once, like /v1/outcomes: the export's own bytes are its batch key, so an exporter's
+        # retry of a request whose reply was lost stores nothing twice.
+        source = batch_source(principal.namespace, hashlib.sha256(body).hexdigest(), [])
         try:
-            await run_in_threadpool(insert_outcomes, state.engine, entries)
-        except Exception:  # noqa: BLE001 - one transaction: none of it was stored; OTLP clients retry a 503
-            return _status(14, "the database did not take the spans; nothing was stored, retry", media, 503,
-                           {"Retry-After": "1"})
+            await run_in_threadpool(insert_outcomes, state.engine, source, list(enumerate(entries)))
+        except Exception:  # noqa: BLE001 - stored or not is unknown; a retry of the same export is safe
+            return _status(14, "the database did not confirm the spans; retry (they are stored at most once)",
+                           media, 503, {"Retry-After": "1"})
     state.metrics.outcomes_accepted.inc(len(entries))
     state.metrics.outcomes_rejected.inc(rejected)
     reply = ExportTraceServiceResponse()
