@@ -13,7 +13,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from rollout.core.flag import BUCKETS, Stratum
-from rollout.core.stats import MetricSpec
+from rollout.core.stats import CompletionSpec, MetricSpec
 
 
 class StageKind(StrEnum):
@@ -89,6 +89,8 @@ class RolloutPlan:
     on_approval_timeout: Policy = Policy.HOLD
     approval_timeout: timedelta = timedelta(hours=24)
     on_abort: Policy = Policy.ROLLBACK
+    # Exposures without outcomes: a proven loss holds (or rolls back); PASS needs a loss above tolerance excluded.
+    completion: CompletionSpec = CompletionSpec()
 
     @property
     def stratum_names(self) -> tuple[str, ...]:
