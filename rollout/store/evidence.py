@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from rollout.core.stats import (
@@ -100,12 +100,15 @@ def load_evidence(
     value = Outcome.value
     positive = Outcome.value > 0
     # ln() only where the value is positive: PostgreSQL raises on ln(0), SQLite returns NULL.
-    log_value = case((positive, func.ln(value)), else_=0.0)
-    one = literal(1.0)
+    log_value = case((positive, func.ln(value)), else_=None)
     series = {
-        "linear": (value, one, value * value),
-        "log": (log_value, case((positive, 1.0), else_=0.0), log_value * log_value),
+        "linear": (value, value * value, None),
+        "log": (log_value, log_value * log_value, positive),
     }
+    if session.get_bind().dialect.name == "postgresql":
+        # The per-unit hash aggregate spills to disk at the default 4 MB (measured 3x slower at 100k
+        # units); this transaction only.
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
     sums = _unit_sums(session, where, stage_list, series)
     raw: dict[tuple[str, str, str, int], ArmStats] = {}
     clusters: dict[tuple[str, str, str, str], UnitSums] = {}
@@ -180,19 +183,21 @@ def load_evidence(
 def _unit_sums(session: Session, where: list, stages: Sequence[int], series: Mapping[str, tuple]):
     """Per (metric, variant, stratum, series): (UnitSums, per-stage sums of squares of the row values).
 
-    series: name -> (row value z, row count c, row square) expressions. The inner
+    series: name -> (row value z, row square, which rows count (None: all)). The inner
     query sums z and c per unit and stage (a unit's Y_ug and n_ug); the outer one
     sums those and their products over units.
     """
     keys = (Outcome.metric, Outcome.variant, Outcome.stratum)
     inner_cols = []
-    for name, (z, c, zz) in series.items():
+    for name, (z, zz, counted) in series.items():
         for i, g in enumerate(stages):
-            at = Outcome.stage == g
+            at = Outcome.stage == g if counted is None else and_(Outcome.stage == g, counted)
+            # FILTER, not CASE ... ELSE 0: the aggregate skips other stages' rows (measured ~2x faster on
+            # PostgreSQL); a unit absent from a stage gets NULL, which the products and sums below skip.
             inner_cols += [
-                func.sum(case((at, z), else_=0.0)).label(f"{name}_y{i}"),
-                func.sum(case((at, c), else_=0.0)).label(f"{name}_n{i}"),
-                func.sum(case((at, zz), else_=0.0)).label(f"{name}_q{i}"),
+                func.sum(z).filter(at).label(f"{name}_y{i}"),
+                func.count().filter(at).label(f"{name}_n{i}"),
+                func.sum(zz).filter(at).label(f"{name}_q{i}"),
             ]
     inner = select(*keys, *inner_cols).where(*where).group_by(*keys, Outcome.unit_hash).subquery("per_unit")
     u = inner.c
@@ -200,7 +205,8 @@ def _unit_sums(session: Session, where: list, stages: Sequence[int], series: Map
     for name in series:
         y = [u[f"{name}_y{i}"] for i in range(len(stages))]
         n = [u[f"{name}_n{i}"] for i in range(len(stages))]
-        outer_cols.append(func.sum(case((sum(n[1:], n[0]) > 0, 1), else_=0)).label(f"{name}_k"))
+        any_rows = or_(*(n_i > 0 for n_i in n))
+        outer_cols.append(func.sum(case((any_rows, 1), else_=0)).label(f"{name}_k"))
         for i in range(len(stages)):
             outer_cols += [
                 func.sum(case((n[i] > 0, 1), else_=0)).label(f"{name}_k{i}"),
@@ -258,8 +264,9 @@ def _exceedance_sums(session: Session, where: list, stages: Sequence[int], raw, 
         if not thresholds:
             continue
         positive = Outcome.value > 0
-        series = {f"exceed:{t}": (case((and_(positive, bin_ >= t), 1.0), else_=0.0), case((positive, 1.0), else_=0.0),
-                                  literal(0.0)) for t in sorted(thresholds)}  # fmt: skip
+        # CASE tests positivity first: ln(0) raises on PostgreSQL, whatever the FILTER.
+        series = {f"exceed:{t}": (case((~positive, 0.0), (bin_ >= t, 1.0), else_=0.0), literal(0.0), positive)
+                  for t in sorted(thresholds)}
         for (m, variant, stratum, name), (unit_sums, _) in _unit_sums(
             session, [*where, Outcome.metric == metric], stages, series
         ).items():
