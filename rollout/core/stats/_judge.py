@@ -472,8 +472,11 @@ def _completion_check(ev: Evidence, spec: CompletionSpec, *, alpha: float, srm_a
             units[i], mean[i], cov[i, i] = sums.units_total, r[0], block[0][0]
             rows[i], done[i] = sums.n[0], sums.y[0]
         _floor(cov, binary_variance(done, rows), rows)
-        cols.append((units, mean, cov))
-    n_c, n_b = int(cols[0][0].sum()), int(cols[1][0].sum())
+        # Weights (and the information ratio k) count exposures, not units: a loss is a per-request event
+        # and heavy users carry most of the evidence; the variance stays per unit.
+        cols.append((rows, mean, cov, units))
+    n_c, n_b = int(cols[0][3].sum()), int(cols[1][3].sum())
+    cols = [c[:3] for c in cols]
     if min(n_c, n_b) < max(min_samples, 2):
         return HealthCheck("completion", True, Code.COMPLETION_UNPROVEN,
                            f"completion is not proven yet ({min(n_c, n_b)} exposed units in the smaller arm).")
