@@ -13,7 +13,11 @@ unit, per stage: the numpy twin `unit_sums` below, which tests/bench pins equal 
 
 - after: the evidence with per-unit sums (what `load_evidence` returns now);
 - before: the same evidence without them: judge() then treats every outcome as
-  its own unit, which is today's row-level pooled comparison (`pooled_comparison`).
+  its own unit, which is today's row-level pooled comparison (`pooled_comparison`);
+- gbstats rows / gbstats per unit: GrowthBook's stats engine (`gbstats`, its
+  sequential two-sided t-test, tuned to the same planned samples) on request
+  rows, and on per-unit ratio statistics (its cluster-aware form), pooled over
+  stages and segments as GrowthBook does; a rollback is a lower bound above 0.
 
     python bench/traffic.py --quick        # smoke run
     python bench/traffic.py                # the full worlds (part of bench/detection.py)
@@ -204,6 +208,37 @@ def _evidence(w, state, stages_seen, clustered: bool) -> Evidence:
                     exposed=clustered)
 
 
+def _gbstats_rollback(state, per_unit: bool) -> bool:
+    """GrowthBook's sequential t-test on the error rate, candidate minus baseline: lower bound above 0."""
+    from gbstats.frequentist.tests import SequentialConfig, SequentialTwoSidedTTest
+    from gbstats.models.statistics import RatioStatistic, SampleMeanStatistic
+
+    stats = []
+    for v in (0, 1):
+        y = state["y"][v].sum(axis=(0, 2)) if per_unit else state["y"][v]
+        n = state["n"][v].sum(axis=(0, 2)) if per_unit else state["n"][v]
+        if per_unit:
+            keep = n > 0
+            y, n = y[keep], n[keep]
+            k = int(keep.sum())
+            if k < 2:
+                return False
+            stats.append(RatioStatistic(n=k, m_statistic=SampleMeanStatistic(n=k, sum=float(y.sum()),
+                                                                              sum_squares=float((y * y).sum())),
+                                        d_statistic=SampleMeanStatistic(n=k, sum=float(n.sum()),
+                                                                        sum_squares=float((n * n).sum())),
+                                        m_d_sum_of_products=float((y * n).sum())))  # fmt: skip
+        else:
+            rows = int(n.sum())
+            if rows < 2:
+                return False
+            stats.append(SampleMeanStatistic(n=rows, sum=float(y.sum()), sum_squares=float(state["q"][v].sum())))
+    config = SequentialConfig(difference_type="absolute", alpha=0.05, sequential_tuning_parameter=SIZING.planned_samples)
+    result = SequentialTwoSidedTTest(stats[0], stats[1], config).compute_result()
+    lower = result.ci[0]
+    return lower is not None and math.isfinite(lower) and lower > 0
+
+
 def run_world(w: World, seed: int, specs: dict[str, list[MetricSpec]]):
     """Per run and arm: the request index of the first rollback and of the first hold (or -1)."""
     rng = np.random.default_rng(seed)
@@ -228,6 +263,13 @@ def run_world(w: World, seed: int, specs: dict[str, list[MetricSpec]]):
             at = start + LOOK
             for arm, arm_specs in specs.items():
                 if done[arm]:
+                    continue
+                o = out[arm]
+                if arm.startswith("gbstats"):
+                    if _gbstats_rollback(state, per_unit=arm.endswith("unit")):
+                        o["rollback"][r] = at
+                        o["cand_requests_at_rollback"][r] = int(cand[:at].sum())
+                        done[arm] = True
                     continue
                 ev = _evidence(w, state, seen, clustered=arm != "before")
                 verdict = judge(ev, arm_specs, min_samples=SIZING.min_samples, planned_samples=SIZING.planned_samples,
@@ -281,11 +323,12 @@ def run(quick: bool, seed: int, only: set[str] | None = None, runs: int | None =
         if w.metric == "cost_usd":
             specs = {"after": [COST_PLAN], "before": [COST_PLAN], "after, cost as typical (log)": [COST_LOG]}
         elif w.name.startswith("aa"):
-            specs = {"after": [ERROR_0], "before": [ERROR_0], "after, plan margin": [ERROR_PLAN]}
+            specs = {"after": [ERROR_0], "before": [ERROR_0], "after, plan margin": [ERROR_PLAN],
+                     "gbstats rows": [], "gbstats per unit": []}
         else:
-            specs = {"after": [ERROR_0], "before": [ERROR_0]}
+            specs = {"after": [ERROR_0], "before": [ERROR_0], "gbstats rows": [], "gbstats per unit": []}
         if lean:
-            specs = {k: v for k, v in specs.items() if k in ("after", "before")}
+            specs = {k: v for k, v in specs.items() if k in ("after", "before") or k.startswith("gbstats")}
         ts = time.perf_counter()
         res = run_world(w, seed + i, specs)
         rows.append((w, res, time.perf_counter() - ts))
