@@ -89,16 +89,6 @@ class Evidence:
             units[key] = units.get(key, 0) + count
         return Evidence(arms, self.baseline, self.candidate, units, {**self.allocation_bp, **other.allocation_bp})
 
-    def stage_filtered(self, stages: set[int]) -> Evidence:
-        """Only these stages' cells (per-unit sums keep their cross-stage terms for the stages kept)."""
-        clusters = {k: v.restricted(stages) for k, v in self.clusters.items()}
-        return Evidence(
-            {k: v for k, v in self.arms.items() if k[3] in stages}, self.baseline, self.candidate,
-            {k: v for k, v in self.units.items() if k[2] in stages},
-            {k: v for k, v in self.allocation_bp.items() if k[1] in stages},
-            {k: v for k, v in clusters.items() if v.stages}, self.completion, self.exposed,
-        )
-
     def cells(self, metric: str) -> list[CellKey]:
         """The (stratum, stage) cells where either arm has this metric, in a stable order."""
         return list(self._cells.get(metric, ()))

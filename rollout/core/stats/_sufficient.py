@@ -239,13 +239,3 @@ class UnitSums:
                 cov[a][a] = 0.0  # rounding of a near-zero sum of squares
         return r, cov
 
-    def restricted(self, stages: set[int]) -> UnitSums:
-        """The same sums for a subset of stages; `units_total` stays (an upper bound, so CR1 only shrinks)."""
-        keep = [i for i, g in enumerate(self.stages) if g in stages]
-
-        def sub(m):
-            return tuple(tuple(m[i][j] for j in keep) for i in keep)
-
-        return UnitSums(tuple(self.stages[i] for i in keep), tuple(self.units[i] for i in keep), self.units_total,
-                        tuple(self.n[i] for i in keep), tuple(self.y[i] for i in keep),
-                        sub(self.yy), sub(self.yn), sub(self.nn))  # fmt: skip
