@@ -365,7 +365,7 @@ def _result(m: MetricSpec, stratum, c: _Comparison, p, log_e, level, r_harm, r_n
             Code.NO_DATA: f"{where}: no outcomes in either arm yet.",
             Code.MISSING_IN_ARM: f"{where}: reported by only one arm (baseline {c.n_b}, candidate {c.n_c} outcomes),"
             " so the arms cannot be compared.",
-            Code.TOO_LITTLE_DATA: f"{where}: {min(c.n_b, c.n_c)} outcomes in the smaller arm, too few to judge.",
+            Code.TOO_LITTLE_DATA: f"{where}: {min(c.n_b, c.n_c)} units in the smaller arm, too few to judge.",
             Code.ZERO_VARIANCE: f"{where}: every value is the same, so there is no spread to judge a difference by.",
             Code.NONPOSITIVE_BASELINE: f"{where}: the baseline's level is not positive, so a relative difference"
             " is undefined.",
@@ -509,9 +509,9 @@ def _enough_data_check(results: tuple[MetricResult, ...], min_samples: int) -> H
     if short:
         return HealthCheck(
             "enough_data", False, Code.TOO_LITTLE_DATA,
-            f"fewer than {min_samples} outcomes per arm for {', '.join(short)}.",
+            f"fewer than {min_samples} samples per arm for {', '.join(short)}.",
         )  # fmt: skip
-    return HealthCheck("enough_data", True, Code.OK, f"at least {min_samples} outcomes per arm for every metric.")
+    return HealthCheck("enough_data", True, Code.OK, f"at least {min_samples} samples per arm for every metric.")
 
 
 def _presence_check(results: tuple[MetricResult, ...]) -> HealthCheck:
