@@ -31,7 +31,7 @@ from rollout.core.controller import (
 )
 from rollout.core.flag import Phase
 from rollout.core.plan import RolloutPlan, StageKind
-from rollout.core.policy import judge_sizing, shadow_sizing
+from rollout.core.policy import judge_sizing
 from rollout.errors import InvalidInputError, VersionConflictError
 from rollout.app.evals import gate_outcome
 from rollout.core.stats import Verdict, judge, judge_paired
@@ -236,7 +236,7 @@ def _judge_shadow(session: Any, run: RolloutRun, flag_id: int, state: RolloutSta
                                     baseline=plan.baseline, candidate=plan.candidate, stages=[state.stage_index])
     samples = min((sum(p.n for (m, _s, _g), p in evidence.pairs.items() if m == metric) for metric in recorded),
                   default=0)
-    sizing = shadow_sizing(stage)
+    sizing = judge_sizing(stage)
     verdict = judge_paired(evidence, paired_metrics, alpha=plan.alpha, min_samples=sizing.min_samples,
                            planned_samples=sizing.planned_samples)
     return verdict, samples

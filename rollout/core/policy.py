@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rollout.core.plan import Stage
+from rollout.core.plan import Stage, StageKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,18 +21,14 @@ class JudgeSizing:
 
 
 def judge_sizing(stage: Stage) -> JudgeSizing:
-    """The sizing `judge()` gets for a live stage.
+    """How many samples (units) the judge waits for, and plans its bounds for, in this stage.
 
     min_samples: the stage's own, clipped to [20, 100] so a judge can speak
     (a rollback needs no stage minimum) long before the stage may advance.
-    planned_samples: the stage's min_samples but at least 1,000 units per arm:
-    the sequence is tuned for effects a stage of that size can see.
+    planned_samples: the stage's min_samples but at least 1,000 units per arm
+    (500 pairs for a shadow stage, whose pairs are far tighter).
+    Same signature and values as main's `rollout.core.policy.judge_sizing` (H2): at merge, keep theirs.
     """
+    planned_floor = 500 if stage.kind is StageKind.SHADOW else 1_000
     return JudgeSizing(min_samples=max(20, min(stage.min_samples, 100)),
-                       planned_samples=max(stage.min_samples, 1_000))  # fmt: skip
-
-
-def shadow_sizing(stage: Stage) -> JudgeSizing:
-    """The sizing `judge_paired()` gets for a shadow stage (pairs are far tighter, so it plans for fewer)."""
-    return JudgeSizing(min_samples=max(20, min(stage.min_samples, 100)),
-                       planned_samples=max(stage.min_samples, 500))  # fmt: skip
+                       planned_samples=max(stage.min_samples, planned_floor))  # fmt: skip
