@@ -17,7 +17,7 @@ from rollout.core.controller import EvalOutcome, Observation, RolloutState, Stat
 from rollout.core.plan import EvalSpec, RolloutPlan, StageKind
 from rollout.core.policy import judge_sizing
 from rollout.core.records import RolloutRecord
-from rollout.core.stats import Evidence, Verdict, judge, judge_paired
+from rollout.core.stats import Verdict, judge, judge_paired
 from rollout.errors import InvalidInputError
 from rollout.store import outcomes as outcome_store
 from rollout.store.evidence import load_evidence, load_paired_evidence
@@ -104,24 +104,27 @@ def _judge(session: Any, plan: RolloutPlan, rollout: RolloutRecord, state: Rollo
     allocation_bp = {(name, i): bp for i in stages if plan.stages[i].live
                      for name, bp in plan.stages[i].allocations.items()}
     recorded = sorted({m.metric for m in plan.metrics})  # a p95 spec reads its source metric
-    full = load_evidence(session, flag_id=rollout.flag_id, rollout_id=rollout.id, metrics=recorded,
-                         baseline=plan.baseline, candidate=plan.candidate, allocation_bp=allocation_bp,
-                         histograms=sorted({m.metric for m in plan.metrics if m.quantile is not None}))
-    evidence = Evidence(
-        {k: v for k, v in full.arms.items() if k[3] in stages}, plan.baseline, plan.candidate,
-        {k: v for k, v in full.units.items() if k[2] in stages},
-        {k: v for k, v in full.allocation_bp.items() if k[1] in stages},
-    )
+    quantiles = [m for m in plan.metrics if m.quantile is not None]
+    # Only the stages judged, so per-unit sums (and their cross-stage terms) cover exactly those.
+    evidence = load_evidence(session, flag_id=rollout.flag_id, rollout_id=rollout.id, metrics=recorded,
+                             baseline=plan.baseline, candidate=plan.candidate, allocation_bp=allocation_bp,
+                             histograms=sorted({m.metric for m in quantiles}), stages=sorted(stages),
+                             quantiles=quantiles)
+    # Samples are units (what min_samples counts), in the stage in force, in the smaller arm.
     samples = min(
-        (sum(a.n for (m, v, _s, g), a in evidence.arms.items() if m == metric and v == variant
-             and g == state.stage_index)
+        (sum(_stage_units(u, state.stage_index) for (m, v, _s, series), u in evidence.clusters.items()
+             if m == metric and v == variant and series == "linear")
          for metric in recorded for variant in (plan.baseline, plan.candidate)),
         default=0,
     )
     sizing = judge_sizing(stage)
     verdict = judge(evidence, plan.metrics, alpha=plan.alpha, min_samples=sizing.min_samples,
-                    planned_samples=sizing.planned_samples)
+                    planned_samples=sizing.planned_samples, completion=plan.completion)
     return verdict, samples
+
+
+def _stage_units(sums: Any, stage: int) -> int:
+    return dict(zip(sums.stages, sums.units, strict=True)).get(stage, 0)
 
 
 def _judge_shadow(session: Any, plan: RolloutPlan, rollout: RolloutRecord,

@@ -15,13 +15,22 @@ where it is (`stages[1].percent.free: ...`).
       - {name: full, kind: full, approval: required}
     metrics:
       - {name: error, kind: binary, better: lower, margin: 0.005}
-      - {name: latency_ms, kind: continuous, better: lower, margin: 10%, scale: log}
+      - {name: latency_ms, kind: continuous, better: lower, margin: 10%, statistic: typical}
+      - {name: cost_usd, kind: continuous, better: lower, margin: 5%, statistic: mean}
+    completion: {tolerance: 1%, on_loss: hold}
+
+A metric's `statistic` says what is judged: `mean` (the default) is the mean
+per request, the bill for cost and tokens; `typical` (the same as `scale: log`)
+is the geometric mean, the typical request, which one slow or dear request
+cannot swamp, and which a rare 100x cost spike cannot move either. A cost-like
+metric judged only as `typical` gets a warning (`PlanWarning`, see `plan_warnings`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +42,7 @@ from rollout.core.flag import KEY_PATTERN, Stratum
 from rollout.core.online_eval import OnlineEval
 from rollout.core.plan import EvalSpec, Policy, RolloutPlan, ShadowBudget, Stage, StageKind
 from rollout.errors import InvalidFlagError, InvalidPlanError
-from rollout.core.stats import MetricSpec
+from rollout.core.stats import CompletionSpec, MetricSpec
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -107,7 +116,9 @@ class MetricModel(_Model):
     kind: Literal["binary", "continuous"]
     better: Literal["lower", "higher"]
     margin: float | str
-    scale: Literal["linear", "log"] = "linear"
+    scale: Literal["linear", "log"] | None = None
+    statistic: Literal["mean", "typical"] | None = Field(
+        default=None, description="mean: per request, the bill (scale linear); typical: geometric mean (scale log)")
     bounds: tuple[float, float] | None = None
     quantile: float | None = None
     source: str | None = Field(default=None, description="the recorded metric this one reads, e.g. a p95 of latency_ms")
@@ -132,6 +143,21 @@ class OnlineEvalModel(_Model):
     sample: float = Field(gt=0, le=1, description="share of exposures, both arms alike, whose answers are graded")
     budget: JudgeBudgetModel | None = None
     metric: JudgeMetricModel
+class CompletionModel(_Model):
+    tolerance: float | str = Field(default=0.01, description="largest relative loss of outcomes per exposure, e.g. 1%")
+    on_loss: Literal["hold", "rollback"] = "hold"
+class PlanWarning(UserWarning):
+    """A plan that is valid but probably does not judge what its author means."""
+_COST_LIKE = re.compile(r"cost|token|spend|price|usd|eur|dollar|bill", re.IGNORECASE)
+def plan_warnings(plan: RolloutPlan) -> list[str]:
+    """What a valid plan probably gets wrong: a cost-like metric judged only on the log scale (the typical request)."""
+    out = []
+    linear = {m.metric for m in plan.metrics if m.scale == "linear" and m.quantile is None}
+    for m in plan.metrics:
+        if m.scale == "log" and m.quantile is None and _COST_LIKE.search(m.metric) and m.metric not in linear:
+            out.append(f"metrics.{m.name}: a cost-like metric judged only as the typical request (scale: log);"
+                       " a bill that rises through rare expensive calls passes. Add `statistic: mean` to judge the bill.")
+    return out
 
 
 class PlanModel(_Model):
@@ -151,6 +177,7 @@ class PlanModel(_Model):
     on_abort: Literal["rollback", "hold"] = "rollback"
     # A retried or re-run Prefect run whose rollout has ended starts nothing unless this says "allowed".
     restart: Literal["refused", "allowed"] = "refused"
+    completion: CompletionModel = CompletionModel()
 
     @field_validator("check_interval", "approval_timeout", mode="before")
     @classmethod
@@ -165,7 +192,10 @@ def load_plan(source: str | Path | dict[str, Any]) -> RolloutPlan:
         model = PlanModel.model_validate(data)
     except ValidationError as exc:
         raise InvalidPlanError(_describe(e) for e in exc.errors()) from None
-    return to_domain(model)
+    plan = to_domain(model)
+    for warning in plan_warnings(plan):
+        warnings.warn(warning, PlanWarning, stacklevel=2)
+    return plan
 
 
 def plan_document(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -318,9 +348,14 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         if not math.isfinite(margin) or margin < 0:
             problems.append(f"metrics.{m.name}.margin: must be zero or more")
             continue
+        scale = {"mean": "linear", "typical": "log", None: None}[m.statistic]
+        if scale is not None and m.scale is not None and scale != m.scale:
+            problems.append(f"metrics.{m.name}: statistic {m.statistic} contradicts scale {m.scale}")
+            continue
         try:
             metrics.append(MetricSpec(name=m.name, kind=m.kind, better=m.better, margin=margin, relative=relative,
-                                      scale=m.scale, bounds=m.bounds, quantile=m.quantile, source=m.source))
+                                      scale=scale or m.scale or "linear", bounds=m.bounds, quantile=m.quantile,
+                                      source=m.source))
         except ValueError as exc:
             problems.append(f"metrics.{m.name}: {str(exc).removeprefix(f'metric {m.name!r}: ')}")
     online_evals = []
@@ -332,6 +367,12 @@ def to_domain(model: PlanModel) -> RolloutPlan:
                                        total=budget.total))
     if model.check_interval <= timedelta(0):
         problems.append("check_interval: must be longer than zero")
+    tolerance, _ = _margin(model.completion.tolerance, "completion", problems)
+    try:
+        completion = CompletionSpec(tolerance=tolerance, on_loss=model.completion.on_loss)
+    except ValueError as exc:
+        problems.append(f"completion.tolerance: {exc}")
+        completion = CompletionSpec()
 
     if problems:
         raise InvalidPlanError(problems)
@@ -340,7 +381,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         stages=tuple(stages), metrics=tuple(metrics), check_interval=model.check_interval, alpha=model.alpha,
         on_inconclusive=Policy(model.on_inconclusive), on_approval_timeout=Policy(model.on_approval_timeout),
         approval_timeout=model.approval_timeout, on_abort=Policy(model.on_abort), online_evals=tuple(online_evals),
-        restart_allowed=model.restart == "allowed",
+        restart_allowed=model.restart == "allowed", completion=completion,
     )
 
 

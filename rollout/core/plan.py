@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from rollout.core.flag import BUCKETS, Stratum
 from rollout.core.online_eval import OnlineEval
-from rollout.core.stats import MetricSpec
+from rollout.core.stats import CompletionSpec, MetricSpec
 
 
 class StageKind(StrEnum):
@@ -92,6 +92,8 @@ class RolloutPlan:
     on_abort: Policy = Policy.ROLLBACK
     online_evals: tuple[OnlineEval, ...] = ()   # judges that grade a sample of live answers in every stage
     restart_allowed: bool = False   # may a retried run whose rollout ended start another one?
+    # Exposures without outcomes: a proven loss holds (or rolls back); PASS needs a loss above tolerance excluded.
+    completion: CompletionSpec = CompletionSpec()
 
     @property
     def stratum_names(self) -> tuple[str, ...]:

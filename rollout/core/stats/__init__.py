@@ -10,8 +10,8 @@ Shadow pairs (the same request through both arms) go to `judge_paired`, which
 returns the same Verdict; an eval gate's case results go to `eval_gate`.
 """
 
-from rollout.core.stats._evidence import BASIS_POINTS, ArmKey, CellKey, Evidence, UnitKey
-from rollout.core.stats._judge import judge
+from rollout.core.stats._evidence import BASIS_POINTS, ArmKey, CellKey, ClusterKey, CompletionKey, Evidence, UnitKey
+from rollout.core.stats._judge import exceedance_thresholds, judge
 from rollout.core.stats._paired import (
     EvalGateResult,
     EvalGateRow,
@@ -25,13 +25,27 @@ from rollout.core.stats._paired import (
     paired_pooled_comparison,
     tango_score,
 )
-from rollout.core.stats._pooling import binary_variance, pooled_comparison
+from rollout.core.stats._pooling import binary_variance, clustered_comparison, pooled_comparison
 from rollout.core.stats._sequence import anytime_p_value, boundary, log_evalue, srm_log_evalue
-from rollout.core.stats._spec import MetricSpec
-from rollout.core.stats._sufficient import BINS_PER_LN, ArmStats, LogHistogram, bin_lower_edge, histogram_bin, merge
+from rollout.core.stats._spec import CompletionSpec, MetricSpec
+from rollout.core.stats._sufficient import (
+    BINS_PER_LN,
+    ArmStats,
+    LogHistogram,
+    UnitSums,
+    bin_lower_edge,
+    histogram_bin,
+    merge,
+)
 from rollout.core.stats._verdict import Code, Decision, HealthCheck, MetricResult, MetricVerdict, Verdict
 
 __all__ = [
+    "exceedance_thresholds",
+    "clustered_comparison",
+    "UnitSums",
+    "CompletionSpec",
+    "CompletionKey",
+    "ClusterKey",
     "BASIS_POINTS",
     "BINS_PER_LN",
     "ArmKey",

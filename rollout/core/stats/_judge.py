@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rollout.core.stats._evidence import BASIS_POINTS, Evidence
-from rollout.core.stats._pooling import binary_variance, pooled_comparison
+from rollout.core.stats._pooling import binary_variance, clustered_comparison
 from rollout.core.stats._sequence import boundary, log_evalue, srm_log_evalue
-from rollout.core.stats._spec import MetricSpec
+from rollout.core.stats._spec import CompletionSpec, MetricSpec
 from rollout.core.stats._sufficient import BINS_PER_LN, ArmStats, LogHistogram
 from rollout.core.stats._verdict import Code, Decision, HealthCheck, MetricResult, MetricVerdict, Verdict
 
@@ -38,12 +38,15 @@ class _Comparison:
 def _compare(spec: MetricSpec, ev: Evidence, cells, min_samples: int, planned_samples: int) -> _Comparison:
     base = [ev.arm(spec.metric, ev.baseline, s, g) for s, g in cells]
     cand = [ev.arm(spec.metric, ev.candidate, s, g) for s, g in cells]
-    n_b = sum(a.n for a in base)
-    n_c = sum(a.n for a in cand)
-    if n_b == 0 and n_c == 0:
-        return _Comparison(Code.NO_DATA, n_b, n_c)
-    if n_b == 0 or n_c == 0:
-        return _Comparison(Code.MISSING_IN_ARM, n_b, n_c)
+    rows_b = sum(a.n for a in base)
+    rows_c = sum(a.n for a in cand)
+    if rows_b == 0 and rows_c == 0:
+        return _Comparison(Code.NO_DATA, rows_b, rows_c)
+    if rows_b == 0 or rows_c == 0:
+        return _Comparison(Code.MISSING_IN_ARM, rows_b, rows_c)
+    # Samples are units (the randomisation's), where the evidence knows them.
+    n_b = _units(ev, spec.metric, ev.baseline, cells, rows_b)
+    n_c = _units(ev, spec.metric, ev.candidate, cells, rows_c)
     if min(n_b, n_c) < min_samples:
         return _Comparison(Code.TOO_LITTLE_DATA, n_b, n_c)
 
@@ -55,25 +58,33 @@ def _compare(spec: MetricSpec, ev: Evidence, cells, min_samples: int, planned_sa
     relative = spec.relative
     margin = spec.margin
     if spec.quantile is not None:
-        cols_b, cols_c, base_q, cand_q = _exceedance_columns(spec, base, cand)
-        if cols_b is None:
+        pooled_b = _pooled_histogram(base)
+        thresholds = exceedance_thresholds(pooled_b, spec.quantile, spec.margin)
+        if thresholds is None:
             return _Comparison(Code.NONPOSITIVE_VALUES, n_b, n_c)
+        t_b, t_c = thresholds
+        cols_b = _exceedance_columns(ev, spec.metric, ev.baseline, cells, base, t_b)
+        cols_c = _exceedance_columns(ev, spec.metric, ev.candidate, cells, cand, t_c)
+        base_q, cand_q = pooled_b.quantile(spec.quantile), _pooled_histogram(cand).quantile(spec.quantile) or NAN
         relative, margin = False, 0.0  # the margin is already in the candidate's threshold
     elif spec.kind == "binary":
-        cols_b = _binary_columns(base)
-        cols_c = _binary_columns(cand)
+        cols_b = _columns(ev, spec.metric, ev.baseline, cells, base, "linear", binary=True)
+        cols_c = _columns(ev, spec.metric, ev.candidate, cells, cand, "linear", binary=True)
     else:
-        cols_b = _moment_columns(base, spec.scale)
-        cols_c = _moment_columns(cand, spec.scale)
+        cols_b = _columns(ev, spec.metric, ev.baseline, cells, base, spec.scale, binary=False)
+        cols_c = _columns(ev, spec.metric, ev.candidate, cells, cand, spec.scale, binary=False)
         if spec.scale == "log":
             relative = False
             margin = math.log1p(margin) if spec.better == "lower" else -math.log1p(-min(margin, 1 - 1e-12))
-    est, var, n_eff, mc, mb = pooled_comparison(*cols_c, *cols_b, relative=relative)
-    est, var, n_eff = float(est), float(var), float(n_eff)
+    est, var, n_eff, mc, mb = clustered_comparison(*cols_c, *cols_b, relative=relative)
     if spec.quantile is not None:
         mb, mc = base_q, cand_q
     elif spec.scale == "log":
         mb, mc = math.exp(mb), math.exp(mc)  # geometric means
+    return _finish(est, var, n_eff, mb, mc, n_b, n_c, sign, margin, relative, planned_samples)
+
+
+def _finish(est, var, n_eff, mb, mc, n_b, n_c, sign, margin, relative, planned_samples) -> _Comparison:
     if not math.isfinite(est) and relative and not float(mb) > 0:
         return _Comparison(Code.NONPOSITIVE_BASELINE, n_b, n_c, baseline_value=float(mb), candidate_value=float(mc))
     if not (math.isfinite(var) and var > 0 and n_eff > 0):
@@ -91,42 +102,115 @@ def _compare(spec: MetricSpec, ev: Evidence, cells, min_samples: int, planned_sa
     )
 
 
-def _binary_columns(arms: list[ArmStats]):
-    n = np.array([a.n for a in arms], dtype=float)
-    x = np.array([a.sum for a in arms], dtype=float)
+def _units(ev: Evidence, metric: str, variant: str, cells, rows: int) -> int:
+    """Distinct units of this arm over these cells' strata, or the row count if the evidence has no unit sums."""
+    total = 0
+    for stratum in {s for s, _ in cells}:
+        sums = ev.clusters.get((metric, variant, stratum, "linear"))
+        if sums is None:
+            return rows
+        stages = {g for s, g in cells if s == stratum}
+        if set(sums.stages) <= stages:
+            total += sums.units_total
+        else:  # a per-stage scope: the stage's units (a unit is counted once per stage)
+            total += sum(k for g, k in zip(sums.stages, sums.units, strict=True) if g in stages)
+    return total
+
+
+def _columns(ev: Evidence, metric: str, variant: str, cells, arms: list[ArmStats], scale: str, *, binary: bool):
+    """(units per cell, ratio mean per cell, covariance matrix of those means) for one arm.
+
+    With per-unit sums: the cluster-robust (delta-method) covariance, including
+    the covariance between stages of one stratum, whose units are the same.
+    Without: each outcome its own unit (diagonal, var / n), as before units were known.
+    A binary metric's variance is never below the row-level one from p~ = (x+1)/(n+2),
+    so an arm that has seen no error yet does not claim infinite precision.
+    """
+    if scale == "log":
+        rows = np.array([a.log_n for a in arms], dtype=float)
+    else:
+        rows = np.array([a.n for a in arms], dtype=float)
+    clustered = _cluster_columns(ev, metric, variant, cells, scale)
+    if clustered is not None:
+        units, mean, cov = clustered
+    else:
+        moments = [a.moments(scale) for a in arms]
+        n = np.array([m[0] for m in moments], dtype=float)
+        mean = np.array([m[1] for m in moments], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.array([m[2] for m in moments], dtype=float) / n
+        if binary:
+            var = np.zeros_like(var)  # the floor below is the row-level binary variance, exactly as before
+        units, cov = rows, np.diag(np.where(n >= 2, var, np.nan))
+    if binary:
+        x = np.array([a.sum for a in arms], dtype=float)
+        _floor(cov, binary_variance(x, rows), rows)
+    return units, mean, cov
+
+
+def _exceedance_columns(ev: Evidence, metric: str, variant: str, cells, arms: list[ArmStats], threshold: int):
+    """A quantile comparison as a comparison of rates: the share of an arm's positive outcomes in bins >= threshold."""
+    rows = np.array([a.histogram.total for a in arms], dtype=float)
+    x = np.array([a.histogram.count_at_or_above(threshold) for a in arms], dtype=float)
+    clustered = _cluster_columns(ev, metric, variant, cells, f"exceed:{threshold}")
+    if clustered is not None:
+        units, mean, cov = clustered
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            units, mean, cov = rows, x / rows, np.diag(np.where(rows >= 2, 0.0, np.nan))
+    _floor(cov, binary_variance(x, rows), rows)
+    return units, mean, cov
+
+
+def _floor(cov: np.ndarray, per_outcome_variance: np.ndarray, rows: np.ndarray) -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return n, x / n, binary_variance(x, n)
+        floor = per_outcome_variance / rows
+    d = np.diagonal(cov).copy()
+    np.fill_diagonal(cov, np.where(np.isfinite(d), np.maximum(d, np.where(rows > 0, floor, 0.0)), d))
 
 
-def _moment_columns(arms: list[ArmStats], scale: str):
-    m = [a.moments(scale) for a in arms]
-    return tuple(np.array(col, dtype=float) for col in zip(*m, strict=True))
+def _cluster_columns(ev: Evidence, metric: str, variant: str, cells, series: str):
+    """Cluster-robust columns from the evidence's per-unit sums, or None if any stratum lacks them."""
+    if not ev.clusters:
+        return None
+    c = len(cells)
+    units = np.zeros(c)
+    mean = np.full(c, NAN)
+    cov = np.zeros((c, c))
+    by_stratum: dict[str, list[int]] = {}
+    for i, (s, _) in enumerate(cells):
+        by_stratum.setdefault(s, []).append(i)
+    for stratum, idx in by_stratum.items():
+        sums = ev.clusters.get((metric, variant, stratum, series))
+        if sums is None:
+            return None
+        stages = [cells[i][1] for i in idx]
+        r, block = sums.covariance(stages)
+        k_of = dict(zip(sums.stages, sums.units, strict=True))
+        for a, i in enumerate(idx):
+            units[i] = k_of.get(cells[i][1], 0)
+            mean[i] = r[a]
+            for b, j in enumerate(idx):
+                cov[i, j] = block[a][b]
+    return units, mean, cov
 
 
-def _exceedance_columns(spec: MetricSpec, base: list[ArmStats], cand: list[ArmStats]):
-    """A quantile comparison as a comparison of rates: the share of outcomes above the baseline's quantile.
+def exceedance_thresholds(pooled_baseline: LogHistogram, quantile: float, margin: float) -> tuple[int, int] | None:
+    """The histogram bins (baseline, candidate) above which a p-quantile comparison counts outcomes.
 
     If the candidate's q-quantile is no more than (1 + margin) times the baseline's,
     at most a share 1 - q of candidate outcomes lie above (1 + margin) x that value;
     so "candidate share above the shifted threshold minus baseline share above the
     threshold" is <= 0 when the candidate is acceptable, and its confidence
     sequence is the ordinary one for a difference of rates. Thresholds are bin
-    edges of the fixed log histogram (5 % resolution).
+    edges of the fixed log histogram (5 % resolution). The store uses the same
+    function to count exceedances per unit.
     """
-    pooled_b = _pooled_histogram(base)
-    pooled_c = _pooled_histogram(cand)
-    q_bin = pooled_b.quantile_bin(spec.quantile)
+    q_bin = pooled_baseline.quantile_bin(quantile)
     if q_bin is None:
-        return None, None, NAN, NAN
+        return None
     t_b = q_bin + 1
-    t_c = t_b + round(math.log1p(spec.margin) * BINS_PER_LN)
-    cols = []
-    for arms, t in ((base, t_b), (cand, t_c)):
-        n = np.array([a.histogram.total for a in arms], dtype=float)
-        x = np.array([a.histogram.count_at_or_above(t) for a in arms], dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cols.append((n, x / n, binary_variance(x, n)))
-    return cols[0], cols[1], pooled_b.quantile(spec.quantile), pooled_c.quantile(spec.quantile) or NAN
+    return t_b, t_b + round(math.log1p(margin) * BINS_PER_LN)
 
 
 def _pooled_histogram(arms: list[ArmStats]) -> LogHistogram:
@@ -185,6 +269,7 @@ def judge(
     strata_alpha_share: float = 0.2,
     srm_alpha: float = 0.001,
     srm_planned_units: int = 200_000,
+    completion: CompletionSpec | None = None,
 ) -> Verdict:
     """Compare candidate with baseline on every metric; never raises on data.
 
@@ -196,7 +281,11 @@ def judge(
     min_samples: per arm, below it a metric gets no verdict and the check holds.
     planned_samples: per arm, the sample size the stage plans for; the confidence
       sequence is tightest around it.
-    srm_alpha: false alarm rate of the sample-ratio test over the whole rollout.
+    srm_alpha: false alarm rate of the sample-ratio test over the whole rollout
+      (and of the completion test's "outcomes are lost" alarm).
+    completion: how to judge exposures without outcomes (default CompletionSpec():
+      a proven loss holds, PASS needs a loss above 1 % excluded); only when the
+      evidence has exposures.
     """
     if not 0 < srm_alpha < 1:
         raise ValueError("srm_alpha must lie in (0, 1)")
@@ -229,12 +318,15 @@ def judge(
     metric_results = tuple(results[: len(pooled)])
     stratum_results = tuple(results[len(pooled) :])
 
+    completion = completion or CompletionSpec()
     health = (
         _srm_check(evidence, srm_alpha, srm_planned_units),
+        _completion_check(evidence, completion, alpha=alpha, srm_alpha=srm_alpha, min_samples=min_samples,
+                          planned_samples=planned_samples),
         _enough_data_check(metric_results, min_samples),
         _presence_check(metric_results),
     )
-    return _overall(metric_results, stratum_results, health)
+    return _overall(metric_results, stratum_results, health, completion)
 
 
 def _levels(p: np.ndarray, tested: list[bool], alpha: float, correction: str) -> np.ndarray:
@@ -273,7 +365,7 @@ def _result(m: MetricSpec, stratum, c: _Comparison, p, log_e, level, r_harm, r_n
             Code.NO_DATA: f"{where}: no outcomes in either arm yet.",
             Code.MISSING_IN_ARM: f"{where}: reported by only one arm (baseline {c.n_b}, candidate {c.n_c} outcomes),"
             " so the arms cannot be compared.",
-            Code.TOO_LITTLE_DATA: f"{where}: {min(c.n_b, c.n_c)} outcomes in the smaller arm, too few to judge.",
+            Code.TOO_LITTLE_DATA: f"{where}: {min(c.n_b, c.n_c)} units in the smaller arm, too few to judge.",
             Code.ZERO_VARIANCE: f"{where}: every value is the same, so there is no spread to judge a difference by.",
             Code.NONPOSITIVE_BASELINE: f"{where}: the baseline's level is not positive, so a relative difference"
             " is undefined.",
@@ -362,14 +454,64 @@ def _srm_check(ev: Evidence, srm_alpha: float, planned_units: int) -> HealthChec
     )  # fmt: skip
 
 
+def _completion_check(ev: Evidence, spec: CompletionSpec, *, alpha: float, srm_alpha: float, min_samples: int,
+                      planned_samples: int) -> HealthCheck:
+    """Outcomes per exposure, candidate against baseline, per unit: is the candidate losing requests?"""
+    if not ev.completion:
+        return HealthCheck("completion", True, Code.NO_EXPOSURES, "no exposures recorded, so completion is not checked.")
+    strata = sorted({s for (v, s) in ev.completion if v in (ev.baseline, ev.candidate)})
+    cols = []
+    for variant in (ev.candidate, ev.baseline):
+        units, mean, cov = np.zeros(len(strata)), np.full(len(strata), NAN), np.zeros((len(strata), len(strata)))
+        rows, done = np.zeros(len(strata)), np.zeros(len(strata))
+        for i, s in enumerate(strata):
+            sums = ev.completion.get((variant, s))
+            if sums is None or not sums.stages:
+                continue
+            r, block = sums.covariance(sums.stages[:1])
+            units[i], mean[i], cov[i, i] = sums.units_total, r[0], block[0][0]
+            rows[i], done[i] = sums.n[0], sums.y[0]
+        _floor(cov, binary_variance(done, rows), rows)
+        # Weights (and the information ratio k) count exposures, not units: a loss is a per-request event
+        # and heavy users carry most of the evidence; the variance stays per unit.
+        cols.append((rows, mean, cov, units))
+    n_c, n_b = int(cols[0][3].sum()), int(cols[1][3].sum())
+    cols = [c[:3] for c in cols]
+    if min(n_c, n_b) < max(min_samples, 2):
+        return HealthCheck("completion", True, Code.COMPLETION_UNPROVEN,
+                           f"completion is not proven yet ({min(n_c, n_b)} exposed units in the smaller arm).")
+    est, var, n_eff, mc, mb = clustered_comparison(*cols[0], *cols[1], relative=True)
+    if not (math.isfinite(est) and math.isfinite(var) and n_eff > 0):
+        return HealthCheck("completion", True, Code.COMPLETION_UNPROVEN, "completion cannot be compared yet.")
+    loss, sd = -est, math.sqrt(max(var, 1e-18))
+    k = n_eff / (planned_samples / 2.0)
+    log_e = float(log_evalue(loss / sd, k))
+    upper = loss + float(boundary(k, alpha)) * sd
+    shares = f"candidate {mc:.2%} of exposures produced an outcome, baseline {mb:.2%}"
+    if log_e >= -math.log(srm_alpha):
+        return HealthCheck(
+            "completion", False, Code.OUTCOME_LOSS,
+            f"the candidate loses outcomes ({shares}; loss {loss:.2%}, e-value {math.exp(min(log_e, 700.0)):.3g}"
+            f" >= {1 / srm_alpha:.0f}): it may crash or time out without reporting.",
+            math.exp(min(log_e, 700.0)),
+        )  # fmt: skip
+    if upper < spec.tolerance:
+        return HealthCheck("completion", True, Code.OK,
+                           f"{shares}: a loss above {spec.tolerance:.1%} is excluded (at most {upper:.2%}).",
+                           math.exp(min(log_e, 700.0)))  # fmt: skip
+    return HealthCheck("completion", True, Code.COMPLETION_UNPROVEN,
+                       f"{shares}: a loss above {spec.tolerance:.1%} is not yet excluded (up to {upper:.2%}).",
+                       math.exp(min(log_e, 700.0)))  # fmt: skip
+
+
 def _enough_data_check(results: tuple[MetricResult, ...], min_samples: int) -> HealthCheck:
     short = [r.metric for r in results if r.code is Code.TOO_LITTLE_DATA]
     if short:
         return HealthCheck(
             "enough_data", False, Code.TOO_LITTLE_DATA,
-            f"fewer than {min_samples} outcomes per arm for {', '.join(short)}.",
+            f"fewer than {min_samples} samples per arm for {', '.join(short)}.",
         )  # fmt: skip
-    return HealthCheck("enough_data", True, Code.OK, f"at least {min_samples} outcomes per arm for every metric.")
+    return HealthCheck("enough_data", True, Code.OK, f"at least {min_samples} samples per arm for every metric.")
 
 
 def _presence_check(results: tuple[MetricResult, ...]) -> HealthCheck:
@@ -382,13 +524,19 @@ def _presence_check(results: tuple[MetricResult, ...]) -> HealthCheck:
     return HealthCheck("metrics_present", True, Code.OK, "every metric is reported by both arms.")
 
 
-def _overall(metrics, strata, health) -> Verdict:
+def _overall(metrics, strata, health, completion: CompletionSpec | None = None) -> Verdict:
     harmed = [r for r in (*metrics, *strata) if r.verdict is MetricVerdict.HARM]
     failing = [h for h in health if not h.ok]
+    lost = [h for h in failing if h.code is Code.OUTCOME_LOSS]
+    unproven = [h for h in health if h.code is Code.COMPLETION_UNPROVEN]
     if harmed:
         decision, reason = Decision.ROLLBACK, "Roll back: " + harmed[0].reason
+    elif lost and completion is not None and completion.on_loss == "rollback":
+        decision, reason = Decision.ROLLBACK, "Roll back: " + lost[0].reason
     elif failing:
         decision, reason = Decision.HOLD, "Hold: " + failing[0].reason
+    elif unproven and metrics and all(r.verdict is MetricVerdict.NON_INFERIOR for r in metrics):
+        decision, reason = Decision.CONTINUE, "Continue: every metric is within its margin, but " + unproven[0].reason
     elif metrics and all(r.verdict is MetricVerdict.NON_INFERIOR for r in metrics):
         decision, reason = Decision.PASS, "Pass: every metric is proven within its margin and the data is healthy."
     elif not metrics:

@@ -66,3 +66,47 @@ def pooled_comparison(n_c, mean_c, var_c, n_b, mean_b, var_b, *, relative: bool)
         mc = np.where(empty, np.nan, mc)
         mb = np.where(empty, np.nan, mb)
     return estimate, variance, n_eff, mc, mb
+
+
+def clustered_comparison(units_c, mean_c, cov_c, units_b, mean_b, cov_b, *, relative: bool):
+    """Candidate minus baseline pooled over cells, each arm with a full covariance matrix of its cell means.
+
+    The twin of `pooled_comparison` (one comparison, not an array of them) for
+    the cluster-robust case: a unit that appears in two stage cells of its
+    stratum makes their means correlated, so the pooled variance is
+    share' Cov share, not the sum of squared shares times the diagonal. Weights
+    are CMH weights on units (the randomised samples), not on outcome rows.
+    Returns floats (estimate, variance, n_eff, pooled_mean_c, pooled_mean_b).
+    """
+    k_c = np.asarray(units_c, dtype=float)
+    k_b = np.asarray(units_b, dtype=float)
+    mean_c = np.asarray(mean_c, dtype=float)
+    mean_b = np.asarray(mean_b, dtype=float)
+    cov_c = np.asarray(cov_c, dtype=float)
+    cov_b = np.asarray(cov_b, dtype=float)
+    usable = (
+        (k_c >= 2) & (k_b >= 2) & np.isfinite(np.diagonal(cov_c)) & np.isfinite(np.diagonal(cov_b))
+        & np.isfinite(mean_c) & np.isfinite(mean_b)
+    )
+    if not usable.any():
+        return NAN, NAN, 0.0, NAN, NAN
+    w = np.where(usable, k_c * k_b / np.where(usable, k_c + k_b, 1.0), 0.0)
+    n_eff = float(w.sum())
+    share = w / n_eff
+    if not usable.all():
+        use = np.flatnonzero(usable)
+        share, mean_c, mean_b = share[use], mean_c[use], mean_b[use]
+        cov_c, cov_b = cov_c[use][:, use], cov_b[use][:, use]
+    mc = float(share @ mean_c)
+    mb = float(share @ mean_b)
+    # An unusable cell's nan never reaches here; off-diagonal nans cannot arise (cells with data give numbers).
+    vc = float(share @ cov_c @ share)
+    vb = float(share @ cov_b @ share)
+    if relative:
+        if not mb > 0:
+            return NAN, NAN, n_eff, mc, mb
+        return mc / mb - 1.0, vc / (mb * mb) + mc * mc * vb / mb**4, n_eff, mc, mb
+    return mc - mb, vc + vb, n_eff, mc, mb
+
+
+NAN = float("nan")

@@ -62,3 +62,26 @@ class MetricSpec:
             raise ValueError(f"metric {self.name!r}: quantile comparisons support better='lower' (tails) only")
         if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
             raise ValueError(f"metric {self.name!r}: bounds must be (low, high) with low < high")
+
+
+OnLoss = Literal["hold", "rollback"]
+
+
+@dataclass(frozen=True)
+class CompletionSpec:
+    """How the judge treats exposures that never produced an outcome (a crash, a timeout that never reports).
+
+    Per arm, completion = outcomes / exposures, summed per unit (cluster-robust).
+    A candidate whose completion is proven lower than the baseline's (any loss,
+    at the sample-ratio test's strict level) gets `on_loss`; PASS needs the
+    completion's lower bound to exclude a relative loss above `tolerance`.
+    """
+
+    tolerance: float = 0.01
+    on_loss: OnLoss = "hold"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tolerance) and 0 <= self.tolerance < 1):
+            raise ValueError(f"completion tolerance must lie in [0, 1), not {self.tolerance!r}")
+        if self.on_loss not in ("hold", "rollback"):
+            raise ValueError(f"completion on_loss must be 'hold' or 'rollback', not {self.on_loss!r}")

@@ -44,6 +44,9 @@ class Code(StrEnum):
     SAMPLE_RATIO_MISMATCH = "sample_ratio_mismatch"
     NO_ALLOCATION = "no_allocation"
     NOT_PAIRABLE = "not_pairable"  # the metric has no paired form (a quantile): judge it on a ramp stage
+    OUTCOME_LOSS = "outcome_loss"  # the candidate's exposures produce proven fewer outcomes than the baseline's
+    COMPLETION_UNPROVEN = "completion_unproven"  # a loss above the tolerance not yet excluded: no pass
+    NO_EXPOSURES = "no_exposures"  # the SDK recorded no exposures: completion is not checked
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class MetricResult:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    name: str  # "sample_ratio", "enough_data", "metrics_present"
+    name: str  # "sample_ratio", "enough_data", "metrics_present", "completion"
     ok: bool
     code: Code
     reason: str
