@@ -7,7 +7,8 @@
     │   └── InvalidPlanError          a rollout plan; `.problems` lists every problem
     ├── NotFoundError                 the thing named does not exist
     │   ├── FlagNotFoundError         no flag with that key (in that namespace)
-    │   └── TokenNotFoundError        no API token with that name (in that namespace)
+    │   ├── TokenNotFoundError        no API token with that name (in that namespace)
+    │   └── PlanNotFoundError         no registered plan with that name (or version)
     ├── ConflictError                 the state moved under the caller; nothing was written
     │   ├── FlagExistsError           a flag with that key exists already
     │   ├── VersionConflictError      compare-and-set on the flag version lost
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidPlanError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PlanNotFoundError",
     "RateLimitedError",
     "RolloutActiveError",
     "RolloutError",
@@ -91,6 +93,10 @@ class FlagNotFoundError(NotFoundError):
 
 class TokenNotFoundError(NotFoundError):
     """No API token with that name in that namespace."""
+
+
+class PlanNotFoundError(NotFoundError):
+    """No plan registered under that name (or no such version) in that namespace."""
 
 
 class AccessError(RolloutError):

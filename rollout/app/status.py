@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from rollout.app.plans import load_plan
+from rollout.core.windows import describe_window
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.models import utcnow
@@ -44,6 +45,7 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
         "lease_owner": record.lease_owner,
         "lease_expires_at": record.lease_expires_at.isoformat() if record.lease_expires_at else None,
         "last_check": None,
+        "window": describe_window(plan, now),
     }
     from rollout.app.evals import gate_rows
 

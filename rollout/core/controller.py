@@ -15,6 +15,7 @@ here does I/O or reads a clock. The whole behaviour is the table below.
     any active         judge proves harm (also while waiting)         rolled_back          roll back
     shadow|ramping     SRM or other untrustworthy data                held                 (alert)
     shadow|ramping     pass + min_samples + min_duration met          next stage           set allocations
+                       ... outside every ramp window                  same                 (none: waits for one)
                        ... next stage needs approval                  awaiting_approval    request approval
                        ... no stage left                              promoted
     shadow|ramping     max_duration reached without a pass            held | rolled_back   on_inconclusive
@@ -41,6 +42,7 @@ from typing import Any
 
 from rollout.core.plan import Policy, RolloutPlan, StageKind
 from rollout.core.stats import Code, Decision, Verdict
+from rollout.core.windows import is_open, next_open
 
 
 class Status(StrEnum):
@@ -227,6 +229,9 @@ def _judging(plan: RolloutPlan, state: RolloutState, obs: Observation, now: date
         return _hold(state, now, reason)
     if (verdict is not None and verdict.decision is Decision.PASS
             and obs.stage_samples >= stage.min_samples and elapsed >= stage.min_duration):
+        if not is_open(plan.windows, now):  # harm was checked before: only advancing waits for a window
+            return Step(state, (), "continue", f"stage {stage.name} passed; waiting for the ramp window that "
+                                               f"opens {next_open(plan.windows, now):%a %Y-%m-%d %H:%M %Z}")
         return _advance_to(plan, state, state.stage_index + 1, now,
                            f"stage {stage.name} passed: {verdict.reason}")
     if stage.max_duration is not None and elapsed >= stage.max_duration:

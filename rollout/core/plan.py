@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from rollout.core.flag import BUCKETS, Stratum
 from rollout.core.stats import MetricSpec
+from rollout.core.windows import RampWindow
 
 
 class StageKind(StrEnum):
@@ -89,6 +90,7 @@ class RolloutPlan:
     on_approval_timeout: Policy = Policy.HOLD
     approval_timeout: timedelta = timedelta(hours=24)
     on_abort: Policy = Policy.ROLLBACK
+    windows: tuple[RampWindow, ...] = ()  # stages advance only inside one of these; none: at any time
 
     @property
     def stratum_names(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from rollout.adapters.cli import rollouts as rollout_commands
+from rollout.adapters.cli.automations import automations_app
 from rollout.adapters.cli.common import ByOption, CliContext, DbOption, JsonOption, actor_name, transaction
 from rollout.adapters.cli.tokens import serve_cmd, token_app
 from rollout.core.flag import FlagState, Stratum, percent_to_bp
@@ -28,6 +29,7 @@ app.add_typer(flag_app, name="flag")
 
 
 app.add_typer(token_app, name="token")
+app.add_typer(automations_app, name="automations")
 app.command("serve")(serve_cmd)
 
 

@@ -27,7 +27,8 @@ from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from rollout.core.controller import Status
-from rollout.app.plans import load_plan
+from rollout.adapters.prefect.forms import plan_from_parameters, plan_or_failure
+from rollout.app.plans import PlanSource
 from rollout.app.reconcile import CONTROLLER, CheckResult, RolloutRun, check, claim, run_eval_stage
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
@@ -62,16 +63,22 @@ def eval_task(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
     return run_eval_stage(run, stage_index)
 
 
-@flow(name="rollout", log_prints=True, persist_result=False)
-def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace: str = "default",
+# validate_parameters=False: the plan is checked by plan_or_failure, which names every problem in words
+# (the server already enforced the parameter schema); Prefect's own check would end in a traceback.
+@flow(name="rollout", log_prints=True, persist_result=False, validate_parameters=False)
+def run_rollout(plan: PlanSource, started_by: str = "prefect-ui", namespace: str = "default",
                 database_url: str | None = None) -> Any:
-    """Run a rollout plan (the YAML as a mapping) until it is promoted, rolled back or held."""
+    """Run a rollout plan (the form, pasted YAML, or a registered name) until it is promoted, rolled back or held."""
     logger = get_run_logger()
     context = get_run_context()
     flow_run_id = str(context.flow_run.id)  # type: ignore[union-attr]
-    rollout_plan = load_plan(plan)
     engine = make_engine(database_url)
-    run = claim(engine, rollout_plan, plan, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
+    resolved = plan_or_failure(plan, engine, namespace=namespace)
+    if isinstance(resolved, State):
+        engine.dispose()
+        return resolved
+    rollout_plan, document = resolved
+    run = claim(engine, rollout_plan, document, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
                 namespace=namespace)
     logger.info("rollout #%s of %s: %d stages, checking every %s", run.rollout_id, rollout_plan.flag,
                 len(rollout_plan.stages), rollout_plan.check_interval)
@@ -261,7 +268,7 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
     params = flow_run.parameters or {}
     owner = str(flow_run.id)
     try:
-        plan = load_plan(params["plan"])
+        plan = plan_from_parameters(params)
     except Exception:  # noqa: BLE001 - a run that never had a valid plan owns nothing
         return
     namespace = params.get("namespace", "default")
