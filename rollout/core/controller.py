@@ -145,6 +145,9 @@ class Emit:
 
 Effect = SetAllocations | RunEval | RollBack | RequestApproval | Emit
 
+LOST = "rollout.lost"
+"""Not emitted here: the status view emits it when no controller renews a rollout's lease (nobody judges it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Step:

@@ -173,6 +173,7 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
 
         with transaction(ctx) as s:
             info = rollout_status(s, flag, namespace=ctx.obj.namespace)
+        _report_lost(info)
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
@@ -309,6 +310,19 @@ def _status_text(info: dict[str, Any]) -> str:
             if not h["ok"]:
                 lines.append(f"  health: {h['name']}: {h['reason']}")
     return "\n".join(lines)
+
+
+def _report_lost(info: dict[str, Any]) -> None:
+    """A lost rollout (nobody judges it) is an alert, not just a line: emit `rollout.lost` when Prefect is there."""
+    r = info["rollout"]
+    if not (r and r["lost"] and os.environ.get("PREFECT_API_URL")):
+        return
+    from rollout.adapters.prefect.automations import emit_lost
+
+    try:
+        emit_lost(info["flag"]["key"], r["id"], f"no controller renewed the lease since {r['lease_expires_at']}")
+    except Exception as exc:  # noqa: BLE001 - status must still print
+        typer.echo(f"could not tell Prefect the rollout is lost: {exc}", err=True)
 
 
 def _window_line(rollout: dict[str, Any]) -> list[str]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rollout.core.controller import LOST
+
 EVENTS = {
     "rollout.approval_requested": "approval requested",
     "rollout.held": "held",
     "rollout.rolled_back": "rolled back",
-    "rollout.lost": "lost (no controller renews the lease)",
+    LOST: "lost (no controller renews the lease)",
 }
 PREFIX = "rollout: "
 
@@ -40,17 +42,16 @@ def install(block: str, *, flag: str = "*") -> list[Installed]:
 
     `block` is a block document's name, or `type-slug/name` when two blocks share a name.
     """
-    from prefect.automations import Automation
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.automations import Automation, EventTrigger, Posture, SendNotification
+    from prefect.client.orchestration import get_client
 
     block_id = _block_id(block)
-    existing = {a.name: a for a in Automation.read_all()} if hasattr(Automation, "read_all") else {}
     out: list[Installed] = []
     for event, title in EVENTS.items():
         name = f"{PREFIX}{title.split(' (')[0]}" + ("" if flag == "*" else f" ({flag})")
-        for old in _named(name, existing):
-            old.delete()
+        with get_client(sync_client=True) as client:
+            for old in client.read_automations_by_name(name=name):  # re-installing replaces, never doubles
+                client.delete_automation(old.id)
         automation = Automation(
             name=name,
             description=f"Sends every {event} event of rollout.flag.{flag} to the block {block}",
@@ -61,18 +62,6 @@ def install(block: str, *, flag: str = "*") -> list[Installed]:
         ).create()
         out.append(Installed(name=name, event=event, id=str(automation.id)))
     return out
-
-
-def _named(name: str, existing: dict[str, Any]) -> list[Any]:
-    from prefect.automations import Automation
-
-    if existing:
-        return [existing[name]] if name in existing else []
-    try:
-        found = Automation.read(name=name)
-    except Exception:  # noqa: BLE001 - ValueError when there is none
-        return []
-    return [found] if found else []
 
 
 def _block_id(block: str) -> Any:
@@ -92,3 +81,19 @@ def _block_id(block: str) -> Any:
         kinds = ", ".join(f"{d.block_type.slug}/{d.name}" for d in documents if d.block_type)
         raise InvalidInputError(f"several blocks are named {name!r} ({kinds}); name one as TYPE/NAME")
     return documents[0].id
+
+
+def emit_lost(flag: str, rollout_id: int, reason: str) -> bool:
+    """Tell the Prefect server a rollout has no live controller (the `lost` automation alerts on it).
+
+    Called where the status view sees the lease expired; True when the event was sent.
+    """
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    event = emit_event(event=LOST, resource={"prefect.resource.id": f"rollout.flag.{flag}",
+                                             "prefect.resource.name": flag},
+                       payload={"rollout_id": rollout_id, "reason": reason})
+    # A CLI process exits right after: send the event now rather than from a worker that dies with it.
+    EventsWorker.drain_all(timeout=10)
+    return event is not None
