@@ -125,7 +125,7 @@ class StageModel(_Model):
     sample: float | None = Field(default=None, gt=0, le=1, title="Shadow sample (shadow)",
                                  description="share of units that also run the candidate", examples=[0.1])
     min_samples: int = Field(default=0, ge=0, title="Minimum samples per arm", examples=[1000])
-    min_duration: Duration = Field(default=timedelta(0), title="Minimum duration")
+    min_duration: Duration = Field(default="0s", validate_default=True, title="Minimum duration")
     max_duration: Duration | None = Field(default=None, title="Maximum duration",
                                           description="then the plan's on_inconclusive applies")
     approval: Literal["required", "none"] = Field(default="none", title="Approval",
@@ -177,11 +177,11 @@ class PlanModel(_Model):
     metrics: list[MetricModel] = Field(min_length=1, title="Metrics")
     windows: list[WindowModel] = Field(default=[], title="Ramp windows",
                                        description="stages advance only inside one; none: at any time")
-    check_interval: Duration = Field(default=timedelta(seconds=30), title="Check every")
+    check_interval: Duration = Field(default="30s", validate_default=True, title="Check every")
     alpha: float = Field(default=0.05, gt=0, le=0.5, title="Alpha", description="the judge's error rate")
     on_inconclusive: Literal["hold", "rollback"] = Field(default="hold", title="When a stage reaches max_duration")
     on_approval_timeout: Literal["hold", "rollback"] = Field(default="hold", title="When nobody answers in time")
-    approval_timeout: Duration = Field(default=timedelta(hours=24), title="Approval timeout")
+    approval_timeout: Duration = Field(default="24h", validate_default=True, title="Approval timeout")
     on_abort: Literal["rollback", "hold"] = Field(default="rollback", title="When the run is cancelled or crashes")
 
 
@@ -224,6 +224,13 @@ def plan_document(source: str | Path | dict[str, Any] | PlanModel) -> dict[str, 
     if isinstance(source, PlanModel):
         return source.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     return _read(source)
+
+
+def canonical_document(source: str | Path | dict[str, Any] | PlanModel) -> dict[str, Any]:
+    """The plan document in the one shape the deployment's parameter schema describes (durations "10m", margins
+    as text), so the Prefect server's schema check accepts every plan `load_plan` accepts."""
+    document = plan_document(source)
+    return PlanModel.model_validate(document).model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
 def _read(source: str | Path | dict[str, Any]) -> dict[str, Any]:

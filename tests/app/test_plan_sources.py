@@ -113,3 +113,17 @@ def test_an_unknown_name_says_which_plans_exist(engine: Engine) -> None:
         resolve_plan({"name": "unknown"}, engine)
     with pytest.raises(PlanNotFoundError, match="version 9"):
         resolve_plan({"name": "known", "version": 9}, engine)
+
+
+def test_the_canonical_document_fits_the_parameter_schema() -> None:
+    # Given a plan written with numbers where the form has text (margin 0.005, a duration in seconds)
+    import jsonschema
+
+    from rollout.app.plans import canonical_document
+
+    raw = {**yaml.safe_load(EXAMPLE.read_text()), "check_interval": 45}
+    # When it is put in the shape the deployment's parameter takes
+    document = canonical_document(raw)
+    # Then the form's JSON schema accepts it (the Prefect server enforces that schema) and it is the same plan
+    jsonschema.validate(document, PlanModel.model_json_schema())
+    assert document["check_interval"] == "45s" and load_plan(document) == load_plan(raw)

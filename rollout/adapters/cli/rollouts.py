@@ -19,9 +19,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
-    from rollout.app.plans import plan_document
+    from rollout.app.plans import canonical_document
 
-    return plan_document(Path(path))
+    return canonical_document(Path(path))
 
 
 @plan_app.command("validate")

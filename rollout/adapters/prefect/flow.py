@@ -68,7 +68,14 @@ def eval_task(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
 @flow(name="rollout", log_prints=True, persist_result=False, validate_parameters=False)
 def run_rollout(plan: PlanSource, started_by: str = "prefect-ui", namespace: str = "default",
                 database_url: str | None = None) -> Any:
-    """Run a rollout plan (the form, pasted YAML, or a registered name) until it is promoted, rolled back or held."""
+    """Run a rollout plan until it is promoted, rolled back or held.
+
+    Args:
+        plan: The plan: fill in the form, paste its YAML, or pick a plan registered with `rollout plan register`.
+        started_by: Who starts it; kept in the audit log.
+        namespace: The flags' namespace (tenant or environment).
+        database_url: The rollout database; empty: ROLLOUT_DATABASE_URL.
+    """
     logger = get_run_logger()
     context = get_run_context()
     flow_run_id = str(context.flow_run.id)  # type: ignore[union-attr]

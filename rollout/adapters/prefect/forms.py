@@ -36,14 +36,19 @@ def plan_or_failure(plan: Any, engine: Any, *, namespace: str) -> tuple[RolloutP
     message = f"the plan has {len(problems)} problem(s), nothing was started: " + "; ".join(problems)
     try:
         create_markdown_artifact(
-            "### The plan was refused; nothing was started\n\n" + "\n".join(f"- `{p.split(': ', 1)[0]}`: "
-                                                                             f"{p.split(': ', 1)[-1]}" for p in problems)
+            "### The plan was refused; nothing was started\n\n" + "\n".join(_item(p) for p in problems)
             + "\n\nFix the plan and start the run again (`rollout plan validate FILE` lists the same problems).",
             key=PROBLEMS_KEY, description="Why this run did not start")
     except Exception as artifact_error:  # noqa: BLE001 - the state message still says it all
         get_run_logger().warning("could not write the problems artifact: %s", artifact_error)
     get_run_logger().error(message)
     return Failed(name="InvalidPlan", message=message)
+
+
+def _item(problem: str) -> str:
+    """`metrics.error.kind: ...` as a list item with the place in code type; a sentence as it is."""
+    where, sep, what = problem.partition(": ")
+    return f"- `{where}`: {what}" if sep and " " not in where else f"- {problem}"
 
 
 def plan_from_parameters(parameters: dict[str, Any]) -> RolloutPlan:
