@@ -222,11 +222,17 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     shoot(browser, "4-empty-approval-refused")
     # When they approve with their name
     choose(modal, "Decision", "approve")
-    type_into(modal, "Approver", "Ada")
+    type_into(modal, "Approver", "Ada\t")  # leave the field: the form re-validates and its error line goes away
+    time.sleep(1)  # ... before the click, which would otherwise land where the button was before that
     shoot(browser, "5-approval-filled")
     click(modal, "Submit")
-    wait_until(lambda: not browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]"), 60,
-               "the approval form to close")
+
+    def closed() -> bool:
+        return not browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]")
+
+    browser.implicitly_wait(0)
+    wait_until(closed, 120, "the approval form to close")
+    browser.implicitly_wait(15)
 
     # Then the rollout goes on to the full stage, approved by Ada, and the flag serves everyone the candidate
     def promoted() -> Any:
@@ -246,7 +252,7 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     with transaction(engine) as s:
         assert flag_store.get_flag(s, "summarizer").phase.value == "promoted"
     browser.get(f"{ui}/runs/flow-run/{record.flow_run_id}")
-    wait_until(lambda: "Completed" in browser.page_source, 60, "the run page to show Completed")
+    wait_until(lambda: "Ada approved stage full" in browser.page_source, 120, "the run page's logs")
     shoot(browser, "6-run-page")
     from prefect.artifacts import Artifact
 
