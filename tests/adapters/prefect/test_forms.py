@@ -54,3 +54,31 @@ def test_the_server_refuses_a_run_whose_plan_breaks_the_form_schema(prefect_serv
     # Then the server refuses it before any run exists, saying why
     with pytest.raises(Exception, match="rampp|not valid|Validation"):
         run_deployment(name="rollout/schema-check", parameters={"plan": bad}, timeout=0)
+
+
+def test_start_at_creates_a_scheduled_flow_run(prefect_server: Any, db_url: str, tmp_path: Any,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+    from prefect.client.orchestration import get_client
+
+    from rollout.adapters.cli.main import main
+
+    # Given the deployment on a real Prefect server and a plan file
+    run_rollout.to_deployment(name="scheduled", enforce_parameter_schema=True).apply()
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan()))
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+    # When a release manager starts it for 09:00 UTC on a later day
+    assert main(["--db", db_url, "start", str(plan_file), "--by", "alice", "--at", "2030-12-02T09:00Z",
+                 "--deployment", "rollout/scheduled"]) == 0
+    out = capsys.readouterr().out
+    assert "scheduled flow run" in out, out
+    flow_run_id = out.split("(", 1)[1].split(")", 1)[0]
+    # Then a flow run waits in the Scheduled state for that time, with the plan in the form's shape
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(flow_run_id)
+    assert flow_run.state is not None and flow_run.state.is_scheduled()
+    assert flow_run.expected_start_time.isoformat().startswith("2030-12-02T09:00:00")
+    assert flow_run.parameters["plan"]["stages"][0]["min_duration"] == "1s"
+    assert flow_run.parameters["started_by"] == "alice"

@@ -138,7 +138,8 @@ def served(prefect_server: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     migrate.upgrade(db_url)
     env = {**os.environ, **prefect_server.env(), "ROLLOUT_DATABASE_URL": db_url, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "ROLLOUT_DEFAULT_STARTED_BY": "release-manager"}
-    log = (tmp_path / "serve.log").open("wb")
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = (OUT / "serve.log").open("wb")  # kept beside the screenshots, for when the test fails
     serve = subprocess.Popen([sys.executable, "-m", "rollout.adapters.prefect.serve"], cwd=ROOT, env=env, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -188,7 +189,6 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     type_into(error, "Margin", "0.05")
     type_into(browser, "Check every", "1s")
     shoot(browser, "1-plan-form", top=prop(browser, "plan"))
-    shoot(browser, "1b-plan-form-stages", top=prop(browser, "Stages"))
     click(browser, "Submit")
     # Then a flow run starts and the rollout ramps the candidate; the app's traffic gives the judge evidence
     with RolloutClient(db_url, listen=False, refresh_interval=0.2) as client:
@@ -204,7 +204,13 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
                 record = rollout_store.latest_rollout(s, "summarizer")
             return record if record is not None and record.state.status.value == "awaiting_approval" else None
 
-        record = wait_until(waiting, 240, "the approval gate", between=play)
+        try:
+            record = wait_until(waiting, 300, "the approval gate", between=play)
+        except AssertionError:
+            shoot(browser, "x-no-approval-gate")
+            with transaction(engine) as s:
+                latest = rollout_store.latest_rollout(s, "summarizer")
+            raise AssertionError(f"no approval gate; the rollout: {latest and latest.state}") from None
     assert record.started_by == "release-manager" and record.plan["stages"][1]["approval"] == "required"
     # When the release manager opens the paused run and submits the approval form empty
     browser.get(f"{ui}/runs/flow-run/{record.flow_run_id}")
@@ -227,27 +233,34 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     shoot(browser, "5-approval-filled")
     click(modal, "Submit")
 
-    def closed() -> bool:
-        return not browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]")
-
-    browser.implicitly_wait(0)
-    wait_until(closed, 120, "the approval form to close")
-    browser.implicitly_wait(15)
-
-    # Then the rollout goes on to the full stage, approved by Ada, and the flag serves everyone the candidate
+    # Then the rollout goes on to the full stage, approved by Ada, and the flag serves everyone the candidate.
+    # On a loaded machine the click sometimes lands while the form is still re-validating and is lost;
+    # a person would click again, and so does the test (a second resume of a resumed run changes nothing).
     def promoted() -> Any:
         with transaction(engine) as s:
             r = rollout_store.get_rollout(s, record.id)
             return r if r.state.status.value == "promoted" else None
 
+    def click_again_if_still_open() -> None:
+        nonlocal last_click
+        if time.monotonic() - last_click > 20 and browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]"):
+            try:
+                click(browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]"), "Submit")
+            except Exception:  # noqa: BLE001 - the form closed between the look and the click
+                pass
+            last_click = time.monotonic()
+
+    last_click = time.monotonic()
+    browser.implicitly_wait(0)
     try:
-        done = wait_until(promoted, 300, "the promotion")  # a loaded 2-core machine: resuming took 2 min once
+        done = wait_until(promoted, 300, "the promotion", every=1, between=click_again_if_still_open)
     except AssertionError:
         shoot(browser, "x-not-promoted")
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as prefect:
             raise AssertionError(f"flow run state: {prefect.read_flow_run(record.flow_run_id).state}") from None
+    browser.implicitly_wait(15)
     assert "approved by Ada" in done.state.reason
     with transaction(engine) as s:
         assert flag_store.get_flag(s, "summarizer").phase.value == "promoted"
