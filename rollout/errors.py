@@ -10,7 +10,8 @@
     ├── NotFoundError                 the thing named does not exist
     │   ├── FlagNotFoundError         no flag with that key (in that namespace)
     │   ├── RolloutNotFoundError      no rollout with that id
-    │   └── TokenNotFoundError        no API token with that name (in that namespace)
+    │   ├── TokenNotFoundError        no API token with that name (in that namespace)
+    │   └── PlanNotFoundError         no registered plan with that name (or version)
     ├── ConflictError                 the state moved under the caller, or the name is taken; nothing was written
     │   ├── FlagExistsError           a flag with that key exists already
     │   ├── TokenExistsError          an API token with that name exists already in the namespace
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidPlanError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PlanNotFoundError",
     "RateLimitedError",
     "RolloutActiveError",
     "RolloutError",
@@ -126,6 +128,10 @@ class RolloutNotFoundError(NotFoundError):
 
 class TokenNotFoundError(NotFoundError):
     """No API token with that name in that namespace."""
+
+
+class PlanNotFoundError(NotFoundError):
+    """No plan registered under that name (or no such version) in that namespace."""
 
 
 class AccessError(RolloutError):

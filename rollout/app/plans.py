@@ -31,18 +31,19 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
 from rollout.core.flag import KEY_PATTERN, Stratum
 from rollout.core.online_eval import OnlineEval
 from rollout.core.plan import EvalSpec, Policy, RolloutPlan, ShadowBudget, Stage, StageKind
 from rollout.errors import InvalidFlagError, InvalidPlanError
 from rollout.core.stats import CompletionSpec, MetricSpec
+from rollout.core.windows import RampWindow, parse_days
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,86 +67,153 @@ def parse_duration(value: Any) -> timedelta:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The inverse of `parse_duration`, so a plan document read back from JSON is the same plan."""
+    seconds = delta.total_seconds()
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{int(seconds // _UNIT_SECONDS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def _margin_text(value: Any) -> Any:
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# A duration in the form is one text field ("10m"), not Prefect's ISO-8601 picker.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str),
+                     WithJsonSchema({"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhd]\s*$",
+                                     "examples": ["30s", "10m", "24h", "2d"]})]
+Margin = Annotated[str, BeforeValidator(_margin_text)]
 
 
 class StratumModel(_Model):
-    name: str
-    match: dict[str, Any] | list[dict[str, Any]]
+    """A group of users that gets its own allocation and its own verdict."""
+
+    model_config = ConfigDict(title="Stratum")
+    name: str = Field(title="Name", description="e.g. internal, free, eu", examples=["internal"])
+    match: dict[str, Any] | list[dict[str, Any]] = Field(
+        title="Who belongs", description="a rule on a user attribute, or a list of rules that all hold",
+        examples=[{"attribute": "email_domain", "in": ["example.com"]}])
 
 
 class EvalModel(_Model):
-    cases: str = Field(min_length=1, description="JSONL case file: id, input, expected or rubric, category")
-    baseline: str = Field(description="import path of the baseline callable, module:attribute")
-    candidate: str = Field(description="import path of the candidate callable, module:attribute")
-    scorer: str = Field(description="import path of scorer(case, output) -> bool or score in [0, 1]")
-    margin: float = Field(default=0.05, ge=0, le=1, description="tolerated drop in pass rate")
-    min_cases: int = Field(default=10, ge=1)
-    concurrency: int = Field(default=8, ge=1, le=256)
-    rate_limit: float | None = Field(default=None, gt=0)
-    timeout: float = Field(default=30.0, gt=0)
+    model_config = ConfigDict(title="Eval gate")
+    cases: str = Field(min_length=1, title="Case file", description="JSONL case file: id, input, expected or rubric, category")
+    baseline: str = Field(title="Baseline callable", description="import path of the baseline callable, module:attribute")
+    candidate: str = Field(title="Candidate callable", description="import path of the candidate callable, module:attribute")
+    scorer: str = Field(title="Scorer", description="import path of scorer(case, output) -> bool or score in [0, 1]")
+    margin: float = Field(default=0.05, ge=0, le=1, title="Margin", description="tolerated drop in pass rate")
+    min_cases: int = Field(default=10, ge=1, title="Cases per category to gate")
+    concurrency: int = Field(default=8, ge=1, le=256, title="Calls at once")
+    rate_limit: float | None = Field(default=None, gt=0, title="Calls per second")
+    timeout: float = Field(default=30.0, gt=0, title="Seconds per call")
 
 
 class BudgetModel(_Model):
-    per_hour: float | None = Field(default=None, gt=0)
-    total: float | None = Field(default=None, gt=0)
-    cost_metric: str = "cost_usd"
+    model_config = ConfigDict(title="Shadow budget")
+    per_hour: float | None = Field(default=None, gt=0, title="Spend per hour")
+    total: float | None = Field(default=None, gt=0, title="Spend in total")
+    cost_metric: str = Field(default="cost_usd", title="Cost metric")
 
 
 class StageModel(_Model):
-    name: str = Field(min_length=1, max_length=64)
-    kind: Literal["eval", "shadow", "ramp", "full"]
-    percent: float | dict[str, float] | None = None
-    sample: float | None = Field(default=None, gt=0, le=1, description="shadow: share of units that also run the candidate")
-    min_samples: int = Field(default=0, ge=0)
-    min_duration: timedelta = timedelta(0)
-    max_duration: timedelta | None = None
-    approval: Literal["required", "none"] = "none"
-    eval: EvalModel | None = None
-    budget: BudgetModel | None = None
-    rate_limit: float | None = Field(default=None, gt=0, description="shadow: candidate calls per second per app process")
+    """One step of the plan; stages run in order."""
 
-    @field_validator("min_duration", "max_duration", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> Any:
-        return None if v is None else parse_duration(v)
+    model_config = ConfigDict(title="Stage")
+    name: str = Field(min_length=1, max_length=64, title="Name", examples=["canary"])
+    kind: Literal["eval", "shadow", "ramp", "full"] = Field(
+        title="Kind", description="eval: offline cases first; shadow: the candidate runs on a sample but nobody sees "
+                                  "it; ramp: a share of each stratum is served the candidate; full: everyone (last)")
+    percent: float | dict[str, float] | None = Field(
+        default=None, title="Percent served the candidate (ramp)",
+        description="one number for every stratum, or one per stratum (default = everyone else)",
+        examples=[5, {"internal": 100, "default": 5}])
+    sample: float | None = Field(default=None, gt=0, le=1, title="Shadow sample (shadow)",
+                                 description="share of units that also run the candidate", examples=[0.1])
+    min_samples: int = Field(default=0, ge=0, title="Minimum samples per arm", examples=[1000])
+    min_duration: Duration = Field(default="0s", validate_default=True, title="Minimum duration")
+    max_duration: Duration | None = Field(default=None, title="Maximum duration",
+                                          description="then the plan's on_inconclusive applies")
+    approval: Literal["required", "none"] = Field(default="none", title="Approval",
+                                                  description="required: a human approves before this stage starts")
+    eval: EvalModel | None = Field(default=None, title="Eval gate (eval)")
+    budget: BudgetModel | None = Field(default=None, title="Shadow budget (shadow)")
+    rate_limit: float | None = Field(default=None, gt=0, title="Candidate calls per second (shadow)",
+                                     description="per app process")
 
 
 class MetricModel(_Model):
-    name: str
-    kind: Literal["binary", "continuous"]
-    better: Literal["lower", "higher"]
-    margin: float | str
-    scale: Literal["linear", "log"] | None = None
+    """An outcome the judge compares between candidate and baseline."""
+
+    model_config = ConfigDict(title="Metric")
+    name: str = Field(title="Name", description="as the app records it", examples=["error", "latency_ms"])
+    kind: Literal["binary", "continuous"] = Field(title="Kind", description="binary: 0/1 per outcome; continuous: a number")
+    better: Literal["lower", "higher"] = Field(title="Better is", description="which direction is an improvement")
+    margin: Margin = Field(title="Margin", description="harm tolerated: absolute (0.005) or relative (10%)",
+                           examples=["0.005", "10%"])
+    scale: Literal["linear", "log"] | None = Field(default=None, title="Scale",
+                                                   description="log for skewed values like latency (default linear)")
     statistic: Literal["mean", "typical"] | None = Field(
-        default=None, description="mean: per request, the bill (scale linear); typical: geometric mean (scale log)")
-    bounds: tuple[float, float] | None = None
-    quantile: float | None = None
-    source: str | None = Field(default=None, description="the recorded metric this one reads, e.g. a p95 of latency_ms")
+        default=None, title="Statistic",
+        description="mean: per request, the bill (scale linear); typical: geometric mean (scale log)")
+    bounds: tuple[float, float] | None = Field(default=None, title="Bounds", description="the range a value can take")
+    quantile: float | None = Field(default=None, title="Quantile", description="judge a quantile, e.g. 0.95")
+    source: str | None = Field(default=None, title="Source metric",
+                               description="the recorded metric this one reads, e.g. a p95 of latency_ms")
+
+
+class WindowModel(_Model):
+    """Hours in which stages may advance; harm rolls back at any hour."""
+
+    model_config = ConfigDict(title="Ramp window")
+    days: str = Field(title="Days", description="mon-thu, mon,wed,fri or daily", examples=["mon-thu"])
+    from_: str = Field(alias="from", pattern=r"^\d{1,2}:\d{2}$", title="From", description="local time, HH:MM",
+                       examples=["09:00"])
+    to: str = Field(pattern=r"^\d{1,2}:\d{2}$", title="To", description="local time, HH:MM; before From crosses midnight",
+                    examples=["16:00"])
+    tz: str = Field(default="UTC", title="Time zone", examples=["Europe/Berlin"])
 
 
 class JudgeBudgetModel(_Model):
-    per_hour: float | None = Field(default=None, gt=0, description="the judge's own cost per rolling hour")
-    total: float | None = Field(default=None, gt=0, description="the judge's own cost over the rollout")
+    model_config = ConfigDict(title="Judge budget")
+    per_hour: float | None = Field(default=None, gt=0, title="Per hour", description="the judge's own cost per rolling hour")
+    total: float | None = Field(default=None, gt=0, title="Total", description="the judge's own cost over the rollout")
 
 
 class JudgeMetricModel(_Model):
-    kind: Literal["binary", "continuous"] = "continuous"
-    better: Literal["lower", "higher"] = "higher"
-    margin: float | str
-    bounds: tuple[float, float] | None = (0.0, 1.0)
+    model_config = ConfigDict(title="Judged as")
+    kind: Literal["binary", "continuous"] = Field(default="continuous", title="Kind")
+    better: Literal["lower", "higher"] = Field(default="higher", title="Better is")
+    margin: float | str = Field(title="Margin", description="harm tolerated: absolute (0.03) or relative (5%)",
+                                examples=["0.03"])
+    bounds: tuple[float, float] | None = Field(default=(0.0, 1.0), title="Bounds")
 
 
 class OnlineEvalModel(_Model):
-    name: str = Field(description="the metric the judge's grades are recorded as")
-    scorer: str = Field(description="import path, module:attribute, of a scorer (input, output) -> score in [0, 1] "
-                                    "or an LlmJudge")
-    sample: float = Field(gt=0, le=1, description="share of exposures, both arms alike, whose answers are graded")
-    budget: JudgeBudgetModel | None = None
-    metric: JudgeMetricModel
+    """A judge that grades a sample of live answers; its grades are judged like any metric."""
+
+    model_config = ConfigDict(title="Online judge")
+    name: str = Field(title="Name", description="the metric the judge's grades are recorded as",
+                      examples=["faithfulness"])
+    scorer: str = Field(title="Scorer", description="import path, module:attribute, of a scorer (input, output) -> "
+                                                    "score in [0, 1] or an LlmJudge")
+    sample: float = Field(gt=0, le=1, title="Sample", description="share of exposures, both arms alike, whose answers "
+                                                                  "are graded")
+    budget: JudgeBudgetModel | None = Field(default=None, title="Budget")
+    metric: JudgeMetricModel = Field(title="Judged as")
+
+
 class CompletionModel(_Model):
-    tolerance: float | str = Field(default=0.01, description="largest relative loss of outcomes per exposure, e.g. 1%")
-    on_loss: Literal["hold", "rollback"] = "hold"
+    model_config = ConfigDict(title="Completion")
+    tolerance: float | str = Field(default=0.01, title="Tolerance",
+                                   description="largest relative loss of outcomes per exposure, e.g. 1%")
+    on_loss: Literal["hold", "rollback"] = Field(default="hold", title="On a proven loss")
+
+
 class PlanWarning(UserWarning):
     """A plan that is valid but probably does not judge what its author means."""
 _COST_LIKE = re.compile(r"cost|token|spend|price|usd|eur|dollar|bill", re.IGNORECASE)
@@ -161,47 +229,81 @@ def plan_warnings(plan: RolloutPlan) -> list[str]:
 
 
 class PlanModel(_Model):
-    flag: str
-    baseline: str
-    candidate: str
-    description: str = ""
-    strata: list[StratumModel] = []
-    stages: list[StageModel] = Field(min_length=1)
-    metrics: list[MetricModel] = Field(min_length=1)
-    online_evals: list[OnlineEvalModel] = []
-    check_interval: timedelta = timedelta(seconds=30)
-    alpha: float = Field(default=0.05, gt=0, le=0.5)
-    on_inconclusive: Literal["hold", "rollback"] = "hold"
-    on_approval_timeout: Literal["hold", "rollback"] = "hold"
-    approval_timeout: timedelta = timedelta(hours=24)
-    on_abort: Literal["rollback", "hold"] = "rollback"
+    """The plan as a form: what to roll out, through which stages, judged on which metrics."""
+
+    model_config = ConfigDict(title="Plan (form)")
+    flag: str = Field(title="Flag", description="the feature flag the app reads", examples=["ticket-summarizer"])
+    baseline: str = Field(title="Baseline variant", description="what users get today", examples=["current"])
+    candidate: str = Field(title="Candidate variant", description="what is being rolled out", examples=["new-model"])
+    description: str = Field(default="", title="Description")
+    strata: list[StratumModel] = Field(default=[], title="Strata")
+    stages: list[StageModel] = Field(min_length=1, title="Stages")
+    metrics: list[MetricModel] = Field(min_length=1, title="Metrics")
+    windows: list[WindowModel] = Field(default=[], title="Ramp windows",
+                                       description="stages advance only inside one; none: at any time")
+    check_interval: Duration = Field(default="30s", validate_default=True, title="Check every")
+    alpha: float = Field(default=0.05, gt=0, le=0.5, title="Alpha", description="the judge's error rate")
+    on_inconclusive: Literal["hold", "rollback"] = Field(default="hold", title="When a stage reaches max_duration")
+    on_approval_timeout: Literal["hold", "rollback"] = Field(default="hold", title="When nobody answers in time")
+    approval_timeout: Duration = Field(default="24h", validate_default=True, title="Approval timeout")
+    on_abort: Literal["rollback", "hold"] = Field(default="rollback", title="When the run is cancelled or crashes")
+    online_evals: list[OnlineEvalModel] = Field(default=[], title="Online judges",
+                                                description="grade a sample of live answers in every stage")
     # A retried or re-run Prefect run whose rollout has ended starts nothing unless this says "allowed".
-    restart: Literal["refused", "allowed"] = "refused"
-    completion: CompletionModel = CompletionModel()
-
-    @field_validator("check_interval", "approval_timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> Any:
-        return parse_duration(v)
+    restart: Literal["refused", "allowed"] = Field(default="refused", title="Restart after the rollout ended")
+    completion: CompletionModel = Field(default_factory=lambda: CompletionModel(), title="Completion",
+                                        description="exposures that produced no outcome: a proven loss holds")
 
 
-def load_plan(source: str | Path | dict[str, Any]) -> RolloutPlan:
-    """A validated plan from YAML text, a YAML file, or a dict. Raises InvalidPlanError listing every problem."""
+class PlanText(_Model):
+    """For people who paste: the plan's YAML (or JSON) in one field."""
+
+    model_config = ConfigDict(title="Plan (YAML text)")
+    yaml: str = Field(min_length=1, title="Plan YAML", description="the whole plan, as in plan.yaml",
+                      examples=["flag: ticket-summarizer\nbaseline: current\n..."])
+
+
+class PlanName(_Model):
+    """A plan registered with `rollout plan register FILE`."""
+
+    model_config = ConfigDict(title="Plan (registered name)")
+    name: str = Field(min_length=1, max_length=100, title="Plan name", description="see `rollout plan list`",
+                      examples=["ticket-summarizer"])
+    version: int | None = Field(default=None, ge=1, title="Version", description="empty: the latest")
+
+
+PlanSource = PlanModel | PlanText | PlanName
+"""What the Prefect deployment's `plan` parameter takes: the form, pasted YAML, or a registered name."""
+
+
+def load_plan(source: str | Path | dict[str, Any] | PlanModel) -> RolloutPlan:
+    """A validated plan from YAML text, a YAML file, a dict or the form. Raises InvalidPlanError listing every problem."""
+    if isinstance(source, PlanModel):
+        return to_domain(source)
     data = _read(source)
     try:
         model = PlanModel.model_validate(data)
     except ValidationError as exc:
-        raise InvalidPlanError(_describe(e) for e in exc.errors()) from None
+        raise InvalidPlanError(_describe(e, data) for e in exc.errors()) from None
     plan = to_domain(model)
     for warning in plan_warnings(plan):
         warnings.warn(warning, PlanWarning, stacklevel=2)
     return plan
 
 
-def plan_document(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+def plan_document(source: str | Path | dict[str, Any] | PlanModel) -> dict[str, Any]:
     """The plan as plain JSON (what the rollouts table and the Prefect parameter form hold), validated."""
     load_plan(source)
+    if isinstance(source, PlanModel):
+        return source.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     return _read(source)
+
+
+def canonical_document(source: str | Path | dict[str, Any] | PlanModel) -> dict[str, Any]:
+    """The plan document in the one shape the deployment's parameter schema describes (durations "10m", margins
+    as text), so the Prefect server's schema check accepts every plan `load_plan` accepts."""
+    document = plan_document(source)
+    return PlanModel.model_validate(document).model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
 def _read(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -221,8 +323,20 @@ def _read(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _describe(error: Any) -> str:
-    where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in error["loc"]).replace(".[", "[")
+def _describe(error: Any, data: Any) -> str:
+    """`metrics.error.kind: ...`: a listed item is named by its name, not its index, where it has one."""
+    parts: list[str] = []
+    node = data
+    for p in error["loc"]:
+        item = node[p] if isinstance(p, int) and isinstance(node, list) and p < len(node) else (
+            node.get(p) if isinstance(node, dict) and isinstance(p, str) else None)
+        named = isinstance(p, int) and isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]
+        if named:
+            parts.append(f".{item['name']}")
+        else:
+            parts.append(f"[{p}]" if isinstance(p, int) else f".{p}")
+        node = item
+    where = "".join(parts).lstrip(".")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
@@ -260,11 +374,11 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         problems.append("candidate: must differ from the baseline")
 
     strata: list[Stratum] = []
-    for i, s in enumerate(model.strata):
+    for s in model.strata:
         try:
             strata.append(Stratum.from_json(s.model_dump()))
         except InvalidFlagError as exc:
-            problems.append(f"strata[{i}]: {exc}")
+            problems.append(f"strata.{s.name}: {exc}")
     names = [s.name for s in model.strata]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"strata: {dup!r} is listed more than once")
@@ -278,7 +392,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
     seen_live = False
     seen_shadow = False
     for i, st in enumerate(model.stages):
-        where = f"stages[{i}] ({st.name})"
+        where = f"stages.{st.name}"
         allocations: dict[str, int] = {}
         shadow_bp = 0
         _check_stage_options(st, where, problems)
@@ -373,6 +487,7 @@ def to_domain(model: PlanModel) -> RolloutPlan:
     except ValueError as exc:
         problems.append(f"completion.tolerance: {exc}")
         completion = CompletionSpec()
+    windows = _windows(model.windows, problems)
 
     if problems:
         raise InvalidPlanError(problems)
@@ -381,8 +496,29 @@ def to_domain(model: PlanModel) -> RolloutPlan:
         stages=tuple(stages), metrics=tuple(metrics), check_interval=model.check_interval, alpha=model.alpha,
         on_inconclusive=Policy(model.on_inconclusive), on_approval_timeout=Policy(model.on_approval_timeout),
         approval_timeout=model.approval_timeout, on_abort=Policy(model.on_abort), online_evals=tuple(online_evals),
-        restart_allowed=model.restart == "allowed", completion=completion,
+        restart_allowed=model.restart == "allowed", completion=completion, windows=windows,
     )
+
+
+def _windows(models: list[WindowModel], problems: list[str]) -> tuple[RampWindow, ...]:
+    out = []
+    for i, w in enumerate(models):
+        where = f"windows[{i}]"
+        try:
+            days = parse_days(w.days)
+        except ValueError as exc:
+            problems.append(f"{where}.days: {exc}")
+            continue
+        try:
+            start, end = (time.fromisoformat(t.zfill(5)) for t in (w.from_, w.to))
+        except ValueError:
+            problems.append(f"{where}: from and to are times of day like 09:00 and 16:00")
+            continue
+        try:
+            out.append(RampWindow(days=days, start=start, end=end, tz=w.tz))
+        except ValueError as exc:
+            problems.append(f"{where}.tz: {exc}")
+    return tuple(out)
 
 
 def _allocations(percent: float | dict[str, float], known: list[str], where: str, problems: list[str]) -> dict[str, int]:
@@ -430,3 +566,33 @@ def _check_stage_options(st: StageModel, where: str, problems: list[str]) -> Non
             problems.append(f"{where}.rate_limit: only shadow stages limit candidate calls")
     elif st.budget is not None and not _METRIC_NAME.match(st.budget.cost_metric):
         problems.append(f"{where}.budget.cost_metric: must be a metric name")
+
+
+def resolve_plan(source: Any, engine: Any = None, *, namespace: str = "default") -> tuple[RolloutPlan, dict[str, Any]]:
+    """The plan and its JSON document from any of the deployment parameter's three shapes.
+
+    `source` is the form (a plan mapping or PlanModel), pasted text ({"yaml": ...} or PlanText), or a
+    registered name ({"name": ..., "version": ...} or PlanName, looked up in `engine`'s database).
+    Raises InvalidPlanError (every problem, by name) or PlanNotFoundError.
+    """
+    if isinstance(source, BaseModel) and not isinstance(source, PlanModel):
+        source = source.model_dump(by_alias=True)
+    if isinstance(source, dict) and set(source) == {"yaml"}:
+        source = source["yaml"]
+        if not isinstance(source, str) or not source.strip():
+            raise InvalidPlanError(["yaml: paste the plan's YAML text"])
+    elif isinstance(source, dict) and "name" in source and "flag" not in source:
+        try:
+            by_name = PlanName.model_validate(source)
+        except ValidationError as exc:
+            raise InvalidPlanError(_describe(e, source) for e in exc.errors()) from None
+        from rollout.store import plans as plan_store
+        from rollout.store.db import transaction
+
+        with transaction(engine) as s:
+            source = plan_store.get_plan(s, by_name.name, by_name.version, namespace=namespace).document
+    elif (isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")
+          and not source.endswith((".yaml", ".yml", ".json"))):
+        raise InvalidPlanError([f"{source!r} is neither a plan's YAML text nor a plan file"])
+    document = plan_document(source)
+    return load_plan(document), document

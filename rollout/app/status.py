@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from rollout.app.plans import load_plan
 from rollout.core.policy import stage_name, stage_number
+from rollout.core.windows import describe_window
 from rollout.store import flags as flag_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.models import utcnow
@@ -86,6 +87,7 @@ class RolloutView:
     lease_expires_at: datetime | None
     last_check: CheckView | None
     eval: Mapping[str, list[dict[str, Any]]]   # the eval gate's rows per stage (rollout.app.evals.gate_rows)
+    window: str = ""                          # the plan's ramp windows, and the next one (rollout.core.windows)
 
     @property
     def stage_number(self) -> int:
@@ -100,6 +102,7 @@ class RolloutView:
             "flow_run_id": self.flow_run_id, "lease_owner": self.lease_owner,
             "lease_expires_at": _iso(self.lease_expires_at),
             "last_check": self.last_check.to_json() if self.last_check else None, "eval": dict(self.eval),
+            "window": self.window,
         }
 
 
@@ -142,7 +145,7 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
         pending_approval=stage_name(plan, state.waiting_for) if state.status.waiting else None,
         started_by=record.started_by, started_at=record.started_at, ended_at=record.ended_at,
         flow_run_id=record.flow_run_id, lease_owner=record.lease_owner, lease_expires_at=record.lease_expires_at,
-        last_check=check, eval=evals,
+        last_check=check, eval=evals, window=describe_window(plan, now),
     )
     return StatusView(flag_store.flag_to_json(flag), view)
 

@@ -15,6 +15,7 @@ here does I/O or reads a clock. The whole behaviour is the table below.
     any active         judge proves harm (also while waiting)         rolled_back          roll back
     shadow|ramping     SRM or other untrustworthy data                held                 (alert)
     shadow|ramping     pass + min_samples + min_duration met          next stage           set allocations
+                       ... outside every ramp window                  same                 (none: waits for one)
                        ... next stage needs approval                  awaiting_approval    request approval
                        ... no stage left                              promoted
     shadow|ramping     max_duration reached without a pass            held | rolled_back   on_inconclusive
@@ -43,6 +44,7 @@ from rollout.core.flag import Phase
 from rollout.core.plan import Policy, RolloutPlan, StageKind
 from rollout.core.policy import stage_name
 from rollout.core.stats import Code, Decision, Verdict
+from rollout.core.windows import is_open, next_open
 
 
 class Action(StrEnum):
@@ -175,6 +177,9 @@ class Emit:
 
 Effect = SetAllocations | RunEval | RollBack | RequestApproval | Emit
 
+LOST = "rollout.lost"
+"""Not emitted here: the status view emits it when no controller renews a rollout's lease (nobody judges it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -259,6 +264,9 @@ def _judging(plan: RolloutPlan, state: RolloutState, obs: Observation, now: date
         return _hold(state, now, reason)
     if (verdict is not None and verdict.decision is Decision.PASS
             and obs.stage_samples >= stage.min_samples and elapsed >= stage.min_duration):
+        if not is_open(plan.windows, now):  # harm was checked before: only advancing waits for a window
+            return Step(state, (), "continue", f"stage {stage.name} passed; waiting for the ramp window that "
+                                               f"opens {next_open(plan.windows, now):%a %Y-%m-%d %H:%M %Z}")
         return _advance_to(plan, state, state.stage_index + 1, now,
                            f"stage {stage.name} passed: {verdict.reason}")
     if stage.max_duration is not None and elapsed >= stage.max_duration:

@@ -15,6 +15,8 @@ from types import MappingProxyType
 from rollout.core.flag import BUCKETS, Stratum
 from rollout.core.online_eval import OnlineEval
 from rollout.core.stats import CompletionSpec, MetricSpec
+from rollout.core.stats import MetricSpec
+from rollout.core.windows import RampWindow
 
 
 class StageKind(StrEnum):
@@ -94,6 +96,7 @@ class RolloutPlan:
     restart_allowed: bool = False   # may a retried run whose rollout ended start another one?
     # Exposures without outcomes: a proven loss holds (or rolls back); PASS needs a loss above tolerance excluded.
     completion: CompletionSpec = CompletionSpec()
+    windows: tuple[RampWindow, ...] = ()  # stages advance only inside one of these; none: at any time
 
     @property
     def stratum_names(self) -> tuple[str, ...]:

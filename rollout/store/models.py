@@ -308,6 +308,19 @@ class SampleScore(Base):
     cost_usd: Mapped[float] = mapped_column(Float(precision=53))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+class RegisteredPlan(Base):
+    """One version of a plan registered by name (`rollout plan register`): a new version per change, none rewritten."""
+    __tablename__ = "plans"
+    __table_args__ = (UniqueConstraint("namespace", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    flag_key: Mapped[str] = mapped_column(String(100))
+    document: Mapped[Any] = mapped_column(Json)
+    registered_by: Mapped[str] = mapped_column(String(200))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    comment: Mapped[str] = mapped_column(Text, default="")
 
 
 class ApiToken(Base):

@@ -51,10 +51,10 @@ def test_bad_durations(text: Any) -> None:
 BAD = [
     ("same variants", {"candidate": "a"}, ["candidate: must differ from the baseline"]),
     ("unknown stratum in percent", {"stages": [{"name": "c", "kind": "ramp", "percent": {"paid": 5}}]},
-     ["stages[0] (c).percent.paid: no such stratum"]),
+     ["stages.c.percent.paid: no such stratum"]),
     ("allocation going down", {"stages": [{"name": "c", "kind": "ramp", "percent": {"free": 50}},
                                           {"name": "d", "kind": "ramp", "percent": {"free": 10}}]},
-     ["stages[1] (d).percent.free: 10 % is below the 50 %"]),
+     ["stages.d.percent.free: 10 % is below the 50 %"]),
     ("ramp without percent", {"stages": [{"name": "c", "kind": "ramp"}]}, ["a ramp stage needs a percent"]),
     ("shadow without sample", {"stages": [{"name": "s", "kind": "shadow"}]}, ["a shadow stage needs a sample"]),
     ("shadow after a ramp", {"stages": [{"name": "c", "kind": "ramp", "percent": 5},
@@ -72,7 +72,7 @@ BAD = [
      ["'c' is listed more than once"]),
     ("percent too fine", {"stages": [{"name": "c", "kind": "ramp", "percent": 0.001}]}, ["finer than 0.01 %"]),
     ("unknown field", {"stages": [{"name": "c", "kind": "ramp", "percent": 5, "speed": "fast"}]},
-     ["stages[0].speed: unknown field"]),
+     ["stages.c.speed: unknown field"]),
     ("missing metrics", {"metrics": []}, ["metrics: List should have at least 1 item"]),
     ("bad duration", {"check_interval": "soon"}, ["check_interval: 'soon' is not a duration"]),
     ("online judge named like a metric", {"online_evals": [
@@ -84,6 +84,16 @@ BAD = [
     ("online judge sampling nothing", {"online_evals": [
         {"name": "faithfulness", "scorer": "m:f", "sample": 0, "metric": {"margin": 0.03}}]},
      ["sample: Input should be greater than 0"]),
+    ("a metric named by its name", {"metrics": [{"name": "error", "kind": "binery", "better": "lower", "margin": 0.01}]},
+     ["metrics.error.kind: Input should be 'binary' or 'continuous'"]),
+    ("a stage named by its name", {"stages": [{"name": "canary", "kind": "ramp", "percent": 5, "approval": "yes"}]},
+     ["stages.canary.approval: Input should be 'required' or 'none'"]),
+    ("a window on no weekday", {"windows": [{"days": "someday", "from": "09:00", "to": "16:00"}]},
+     ["windows[0].days: 'someday' is not a weekday"]),
+    ("a window in no time zone", {"windows": [{"days": "mon-thu", "from": "09:00", "to": "16:00", "tz": "Mars/Base"}]},
+     ["windows[0].tz: 'Mars/Base' is not a known time zone"]),
+    ("a window at no time", {"windows": [{"days": "mon", "from": "9am", "to": "16:00"}]},
+     ["windows[0].from: String should match pattern"]),
 ]
 
 

@@ -16,6 +16,7 @@ import typer
 
 from rollout.adapters.cli import errors
 from rollout.adapters.cli import rollouts as rollout_commands
+from rollout.adapters.cli.automations import automations_app
 from rollout.adapters.cli.common import (
     ByOption,
     CliContext,
@@ -41,6 +42,7 @@ app.add_typer(flag_app, name="flag")
 
 app.add_typer(token_app, name="token")
 app.add_typer(eval_app, name="eval")
+app.add_typer(automations_app, name="automations")
 app.command("serve")(serve_cmd)
 
 

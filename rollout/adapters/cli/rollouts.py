@@ -20,9 +20,9 @@ plan_app = typer.Typer(help="Rollout plans.", no_args_is_help=True)
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
-    from rollout.app.plans import plan_document
+    from rollout.app.plans import canonical_document
 
-    return plan_document(Path(path))
+    return canonical_document(Path(path))
 
 
 @plan_app.command("validate")
@@ -45,6 +45,95 @@ def plan_validate(file: Path) -> None:
                                          for m in plan.metrics))
 
 
+@plan_app.command("register")
+def plan_register(
+    ctx: typer.Context,
+    file: Path,
+    name: Annotated[str | None, typer.Option("--name", help="Register under this name [default: the plan's flag]")] = None,
+    comment: Annotated[str, typer.Option("--comment", help="What changed; kept with the version")] = "",
+    by: ByOption = None,
+) -> None:
+    """Store a plan in the database under a name, as its next version; start it by name from the Prefect UI."""
+    from rollout.adapters.cli.common import actor_name, transaction
+    from rollout.app.plans import load_plan
+    from rollout.store import plans as plan_store
+
+    document = _read_plan(file)
+    plan = load_plan(document)
+    key = (name or plan.flag).strip()
+    if not key or len(key) > 100:
+        raise InvalidInputError("--name must be 1-100 characters")
+    with transaction(ctx) as s:
+        version = plan_store.register_plan(s, key, document, flag=plan.flag, actor=actor_name(by), comment=comment,
+                                           namespace=ctx.obj.namespace)
+    typer.echo(f"registered plan {version.name} version {version.version} (flag {plan.flag}); "
+               f"start it with `rollout start {version.name}` or pick it by name in the Prefect UI")
+
+
+@plan_app.command("list")
+def plan_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Registered plans: the latest version of each."""
+    from rollout.adapters.cli.common import transaction
+    from rollout.store import plans as plan_store
+
+    with transaction(ctx) as s:
+        plans = plan_store.list_plans(s, namespace=ctx.obj.namespace)
+    _print_plan_versions(plans, as_json, empty="no registered plans; add one with `rollout plan register FILE`")
+
+
+@plan_app.command("history")
+def plan_history(ctx: typer.Context, name: str, as_json: JsonOption = False) -> None:
+    """Every registered version of one plan, oldest first."""
+    from rollout.adapters.cli.common import transaction
+    from rollout.store import plans as plan_store
+
+    with transaction(ctx) as s:
+        versions = plan_store.plan_history(s, name, namespace=ctx.obj.namespace)
+    _print_plan_versions(versions, as_json, empty=f"no registered plan {name!r}")
+
+
+def _print_plan_versions(versions: list[Any], as_json: bool, *, empty: str) -> None:
+    if as_json:
+        typer.echo(json.dumps([{"name": v.name, "version": v.version, "flag": v.flag, "registered_by": v.registered_by,
+                                "registered_at": v.registered_at.isoformat(), "comment": v.comment,
+                                "plan": v.document} for v in versions], indent=2))
+        return
+    if not versions:
+        typer.echo(empty)
+    for v in versions:
+        stages = " > ".join(s.get("name", "?") for s in v.document.get("stages", []))
+        typer.echo(f"{v.name:<24} v{v.version:<3} flag {v.flag:<24} {v.registered_at:%Y-%m-%d %H:%M} "
+                   f"by {v.registered_by}  {stages}" + (f"  ({v.comment})" if v.comment else ""))
+
+
+def parse_start_time(text: str | None) -> Any:
+    """`--at 2026-12-02T09:00Z`: an aware time, not in the past (a past one would start at once, by surprise)."""
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"--at {text!r} is not a time like 2026-12-02T09:00Z") from None
+    if at.tzinfo is None:
+        raise InvalidInputError(f"--at {text!r} needs a time zone, e.g. 2026-12-02T09:00Z or +01:00")
+    if at < datetime.now(UTC) - timedelta(minutes=1):
+        raise InvalidInputError(f"--at {text!r} is in the past")
+    return at
+
+
+def _plan_source(ctx: typer.Context, file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the document, what goes in the deployment's `plan` parameter): a file's plan, or a registered one by name."""
+    if file.exists() or file.suffix in (".yaml", ".yml", ".json"):
+        document = _read_plan(file)
+        return document, document
+    from rollout.app.plans import resolve_plan
+
+    _, document = resolve_plan({"name": str(file)}, ctx.obj.engine, namespace=ctx.obj.namespace)
+    return document, {"name": str(file)}
+
+
 def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any) -> None:
     """Add the rollout commands to the root app (cli.py owns the shared options)."""
     app.add_typer(plan_app, name="plan")
@@ -52,17 +141,22 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
     @app.command("start")
     def start(
         ctx: typer.Context,
-        file: Path,
+        file: Annotated[Path, typer.Argument(help="A plan file, or the name of a registered plan")],
         by: ByOption = None,
         foreground: Annotated[bool, typer.Option(
             "--foreground", help="Run the checks in this process without Prefect")] = False,
         deployment: Annotated[str, typer.Option(help="Prefect deployment to run")] = "rollout/rollout",
+        at: Annotated[str | None, typer.Option(
+            "--at", help="Start later: a scheduled flow run at this time, e.g. 2026-12-02T09:00Z")] = None,
     ) -> None:
         """Start a rollout: a run of the Prefect deployment when a Prefect API is configured, else in this process."""
-        document = _read_plan(file)
+        document, source = _plan_source(ctx, file)
         who = actor(by)
+        start_at = parse_start_time(at)
+        if start_at is not None and (foreground or not os.environ.get("PREFECT_API_URL")):
+            raise InvalidInputError("--at schedules a Prefect flow run: set PREFECT_API_URL and serve the deployment")
         if os.environ.get("PREFECT_API_URL") and not foreground:
-            _start_on_prefect(ctx, document, who, deployment)
+            _start_on_prefect(ctx, document, who, deployment, source=source, at=start_at)
             return
         from rollout.app.runner import run_foreground
 
@@ -84,6 +178,7 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
 
         with transaction(ctx) as s:
             view = rollout_status(s, flag, namespace=ctx.obj.namespace)
+        _report_lost(view.to_json())
         if as_json:
             typer.echo(json.dumps(view.to_json(), indent=2))
             return
@@ -168,15 +263,19 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
                 pass
 
 
-def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, deployment: str) -> None:
+def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, deployment: str, *,
+                      source: dict[str, Any] | None = None, at: Any = None) -> None:
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    parameters = {"plan": document, "started_by": who, "namespace": ctx.obj.namespace,
-                  "database_url": ctx.obj.db}
+    parameters = {"plan": source if source is not None else document, "started_by": who,
+                  "namespace": ctx.obj.namespace, "database_url": ctx.obj.db}
     try:
-        flow_run = run_deployment(name=deployment, parameters=parameters, timeout=0)
+        flow_run = run_deployment(name=deployment, parameters=parameters, timeout=0, scheduled_time=at)
     except ObjectNotFound:
+        if at is not None:
+            raise InvalidInputError(f"no deployment {deployment!r} on the Prefect server to schedule; "
+                                    "serve it first (python -m rollout.adapters.prefect.serve)") from None
         typer.echo(f"no deployment {deployment!r} on the Prefect server; running the flow in this process")
         from rollout.adapters.prefect.flow import run_rollout
 
@@ -185,7 +284,10 @@ def _start_on_prefect(ctx: typer.Context, document: dict[str, Any], who: str, de
         raise typer.Exit(0 if state.is_completed() else 1) from None
     api = os.environ.get("PREFECT_API_URL", "").rstrip("/")
     ui = api[:-4] if api.endswith("/api") else api
-    typer.echo(f"started flow run {flow_run.name} ({flow_run.id}) of {deployment}")
+    if at is not None:
+        typer.echo(f"scheduled flow run {flow_run.name} ({flow_run.id}) of {deployment} for {at.isoformat()}")
+    else:
+        typer.echo(f"started flow run {flow_run.name} ({flow_run.id}) of {deployment}")
     typer.echo(f"watch it: {ui}/runs/flow-run/{flow_run.id}   or   rollout watch {document['flag']}")
 
 
@@ -203,6 +305,8 @@ def _print_status(view: Any) -> None:
     typer.echo(f"rollout   #{r.id} {r.status}, stage {r.stage_number} of {len(r.stages)}"
                f" ({r.stage or '-'}), started by {r.started_by}{lost}")
     typer.echo(f"why       {r.reason}")
+    for line in _window_line(r.to_json()):
+        typer.echo(line)
     if r.pending_approval:
         typer.echo(f"waiting   for approval of stage {r.pending_approval}: rollout approve {flag['key']} --by NAME")
     evals = [(stage, row) for stage, rows in r.eval.items() for row in rows]
@@ -226,6 +330,25 @@ def _print_status(view: Any) -> None:
         for h in check.health:
             if not h.ok:
                 typer.echo(f"  health: {h.name}: {h.reason}")
+
+
+def _report_lost(info: dict[str, Any]) -> None:
+    """A lost rollout (nobody judges it) is an alert, not just a line: emit `rollout.lost` when Prefect is there."""
+    r = info["rollout"]
+    if not (r and r["lost"] and os.environ.get("PREFECT_API_URL")):
+        return
+    from rollout.adapters.prefect.automations import emit_lost
+
+    try:
+        emit_lost(info["flag"]["key"], r["id"], f"no controller renewed the lease since {r['lease_expires_at']}")
+    except Exception as exc:  # noqa: BLE001 - status must still print
+        typer.echo(f"could not tell Prefect the rollout is lost: {exc}", err=True)
+
+
+def _window_line(rollout: dict[str, Any]) -> list[str]:
+    """The next ramp window, while the rollout can still advance."""
+    active = rollout["status"] not in ("promoted", "rolled_back", "aborted")
+    return [f"window    {rollout['window']}"] if active and rollout.get("window") else []
 
 
 def _watch_view(view: Any) -> Any:

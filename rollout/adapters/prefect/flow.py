@@ -30,9 +30,10 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 from pydantic import Field, StringConstraints
 
+from rollout.adapters.prefect.forms import plan_from_parameters, plan_or_failure
 from rollout.app.approvals import record_answer
 from rollout.app.loop import Hooks, abort, drive
-from rollout.app.plans import load_plan
+from rollout.app.plans import PlanSource
 from rollout.app.reconcile import CheckResult, RolloutRun, check, claim, run_eval_stage
 from rollout.app.status import StatusView, rollout_status
 from rollout.app.verdicts import display_rows, number
@@ -104,22 +105,35 @@ def eval_task(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
     return run_eval_stage(run, stage_index)
 
 
-@flow(name="rollout", log_prints=True, persist_result=False)
-def run_rollout(plan: dict[str, Any], started_by: str = "prefect-ui", namespace: str = "default",
+# validate_parameters=False: the plan is checked by plan_or_failure, which names every problem in words
+# (the server already enforced the parameter schema); Prefect's own check would end in a traceback.
+@flow(name="rollout", log_prints=True, persist_result=False, validate_parameters=False)
+def run_rollout(plan: PlanSource, started_by: str = "prefect-ui", namespace: str = "default",
                 database_url: str | None = None) -> Any:
-    """Run a rollout plan (the YAML as a mapping) until it is promoted, rolled back or held."""
+    """Run a rollout plan until it is promoted, rolled back or held.
+
+    Args:
+        plan: The plan: fill in the form, paste its YAML, or pick a plan registered with `rollout plan register`.
+        started_by: Who starts it; kept in the audit log.
+        namespace: The flags' namespace (tenant or environment).
+        database_url: The rollout database; empty: ROLLOUT_DATABASE_URL.
+    """
     logger = get_run_logger()
     context = get_run_context()
     flow_run_id = str(context.flow_run.id)  # type: ignore[union-attr]
-    rollout_plan = load_plan(plan)
     engine = make_engine(database_url)
+    resolved = plan_or_failure(plan, engine, namespace=namespace)
+    if isinstance(resolved, State):
+        engine.dispose()
+        return resolved
+    rollout_plan, document = resolved
     store = SqlStore(engine, namespace)
     try:
         refused = _refuse_restart(store, rollout_plan, flow_run_id)
         if refused is not None:
             logger.warning(refused)
             return _ended("Refused", refused)
-        run = claim(engine, rollout_plan, plan, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
+        run = claim(engine, rollout_plan, document, owner=flow_run_id, actor=started_by, flow_run_id=flow_run_id,
                     namespace=namespace)
         _name_run(flow_run_id, f"{rollout_plan.flag} #{run.rollout_id}")
         logger.info("rollout #%s of %s: %d stages, checking every %s", run.rollout_id, rollout_plan.flag,
@@ -362,7 +376,7 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
     params = flow_run.parameters or {}
     owner = str(flow_run.id)
     try:
-        plan = load_plan(params["plan"])
+        plan = plan_from_parameters(params)
     except Exception:  # noqa: BLE001 - a run that never had a valid plan owns nothing
         return
     namespace = params.get("namespace", "default")

@@ -80,8 +80,16 @@ def _compare(spec: MetricSpec, ev: Evidence, cells, min_samples: int, planned_sa
     if spec.quantile is not None:
         mb, mc = base_q, cand_q
     elif spec.scale == "log":
-        mb, mc = math.exp(mb), math.exp(mc)  # geometric means
+        mb, mc = _exp(mb), _exp(mc)  # geometric means
     return _finish(est, var, n_eff, mb, mc, n_b, n_c, sign, margin, relative, planned_samples)
+
+
+def _exp(x: float) -> float:
+    """exp that saturates: a degenerate log-mean (hypothesis finds them) is an infinite value, not an exception."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 def _finish(est, var, n_eff, mb, mc, n_b, n_c, sign, margin, relative, planned_samples) -> _Comparison:

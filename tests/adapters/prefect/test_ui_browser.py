@@ -1,0 +1,277 @@
+"""A release manager in a real browser: start a rollout from the typed form, approve it at the gate, see it advance.
+
+Headless Chromium (Debian's `chromium` and `chromium-driver`, which .ci/run installs) drives the Prefect UI of a
+real Prefect server with the deployment served by `python -m rollout.adapters.prefect.serve`. The screenshots go
+to tests/output/browser/ (git-ignored); the README's pictures in docs/img/ are copies of them.
+
+SQLite only: this test is about what the UI shows and sends; the flow on PostgreSQL is tested in test_rollout_flow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollout import RolloutClient
+from rollout.store import flags as flag_store
+from rollout.store import migrate
+from rollout.store import rollouts as rollout_store
+from rollout.store.db import make_engine, transaction
+from rollout.testing import Traffic, VariantBehaviour
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parents[3]
+OUT = ROOT / "tests" / "output" / "browser"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+# --- the browser and what a person does in it ------------------------------------------------------
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800",
+                "--disable-gpu", "--no-first-run"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM
+    # A driver given by path: selenium never tries to download one (there is no internet).
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(15)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def prop(root: Any, label: str) -> Any:
+    """The form property labelled `label`: the first one under `root`, in page order."""
+    from selenium.webdriver.common.by import By
+
+    return root.find_element(By.XPATH, (
+        ".//div[contains(@class,'schema-form-property')][./div[contains(@class,'p-label__header')]"
+        f"//span[contains(@class,'schema-form-property__label') and (normalize-space()='{label}' or "
+        f"normalize-space()='{label} (Optional)')]]"))
+
+
+def type_into(root: Any, label: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = prop(root, label).find_element(By.XPATH, ".//textarea|.//input")
+    field.clear()
+    field.send_keys(value)
+
+
+def choose(root: Any, label: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(prop(root, label).find_element(By.TAG_NAME, "select")).select_by_visible_text(value)
+
+
+def click(root: Any, text: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    button = root.find_element(By.XPATH, f".//button[normalize-space()='{text}']")
+    button.location_once_scrolled_into_view  # noqa: B018 - scrolls the button into view
+    button.click()
+
+
+def add_item(driver: Any, list_label: str) -> Any:
+    """Add an item to a list field; returns the new item's card."""
+    from selenium.webdriver.common.by import By
+
+    field = prop(driver, list_label)
+    click(field, "Add item")
+    return field.find_elements(By.XPATH, ".//div[contains(@class,'schema-form-property-object')]")[-1]
+
+
+def shoot(driver: Any, name: str, *, top: Any = None) -> Path:
+    """A screenshot of the window, kept under tests/output/browser/; `top` is scrolled to the top first.
+
+    The Prefect UI scrolls inside its own container, so a whole-page capture shows no more than the window.
+    """
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.png"
+    if top is not None:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", top)
+        time.sleep(0.5)
+    driver.save_screenshot(str(path))
+    return path
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, *, every: float = 0.5,
+               between: Callable[[], None] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if between is not None:
+            between()
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- the served deployment ---------------------------------------------------------------------------
+
+@pytest.fixture
+def served(prefect_server: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """The deployment served against a fresh SQLite rollout database: (database URL, deployment)."""
+    from prefect.client.orchestration import get_client
+
+    from examples.demo import stop_serving
+
+    db_url = f"sqlite:///{tmp_path / 'rollout.db'}"
+    migrate.upgrade(db_url)
+    env = {**os.environ, **prefect_server.env(), "ROLLOUT_DATABASE_URL": db_url, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "ROLLOUT_DEFAULT_STARTED_BY": "release-manager"}
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = (OUT / "serve.log").open("wb")  # kept beside the screenshots, for when the test fails
+    serve = subprocess.Popen([sys.executable, "-m", "rollout.adapters.prefect.serve"], cwd=ROOT, env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def deployment() -> Any:
+            with get_client(sync_client=True) as prefect:
+                try:
+                    return prefect.read_deployment_by_name("rollout/rollout")
+                except Exception:  # noqa: BLE001 - not registered yet
+                    return None
+
+        yield db_url, wait_until(deployment, 90, "the served deployment")
+    finally:
+        stop_serving(serve)
+
+
+def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
+        browser: Any, served: tuple[str, Any], prefect_server: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    db_url, deployment = served
+    engine = make_engine(db_url)
+    ui = prefect_server.ui_url.rstrip("/")
+    # Given the deployment's run page, where the plan parameter is a typed form
+    browser.get(f"{ui}/deployments/deployment/{deployment.id}/run")
+    assert prop(browser, "Flag") and [b.text for b in browser.find_elements(
+        By.XPATH, "//button[contains(@class,'p-button-group__button')]")][:3] == [
+        "Plan (form)", "Plan (YAML text)", "Plan (registered name)"]
+    # When the release manager fills it in: flag, variants, two stages (a ramp, then full behind an approval)
+    type_into(browser, "Flag", "summarizer")
+    type_into(browser, "Baseline variant", "current")
+    type_into(browser, "Candidate variant", "new-model")
+    canary = add_item(browser, "Stages")
+    type_into(canary, "Name", "canary")
+    choose(canary, "Kind", "ramp")
+    click(prop(canary, "Percent served the candidate (ramp)"), "float")
+    type_into(canary, "Percent served the candidate (ramp)", "30")
+    type_into(canary, "Minimum samples per arm", "200")
+    type_into(canary, "Minimum duration", "1s")
+    full = add_item(browser, "Stages")
+    type_into(full, "Name", "full")
+    choose(full, "Kind", "full")
+    choose(full, "Approval", "required")
+    error = add_item(browser, "Metrics")
+    type_into(error, "Name", "error")
+    choose(error, "Kind", "binary")
+    choose(error, "Better is", "lower")
+    type_into(error, "Margin", "0.05")
+    type_into(browser, "Check every", "1s")
+    shoot(browser, "1-plan-form", top=prop(browser, "plan"))
+    click(browser, "Submit")
+    # Then a flow run starts and the rollout ramps the candidate; the app's traffic gives the judge evidence
+    with RolloutClient(db_url, listen=False, refresh_interval=0.2) as client:
+        traffic = Traffic(client, "summarizer", candidate=VariantBehaviour(), seed=5)
+
+        def play() -> None:
+            if client.assign("summarizer", "probe").error_code is None:
+                traffic.run(150)
+                client.flush(timeout=30)
+
+        def waiting() -> Any:
+            with transaction(engine) as s:
+                record = rollout_store.latest_rollout(s, "summarizer")
+            return record if record is not None and record.state.status.value == "awaiting_approval" else None
+
+        try:
+            record = wait_until(waiting, 300, "the approval gate", between=play)
+        except AssertionError:
+            shoot(browser, "x-no-approval-gate")
+            with transaction(engine) as s:
+                latest = rollout_store.latest_rollout(s, "summarizer")
+            raise AssertionError(f"no approval gate; the rollout: {latest and latest.state}") from None
+    assert record.started_by == "release-manager" and record.plan["stages"][1]["approval"] == "required"
+    # When the release manager opens the paused run and submits the approval form empty
+    browser.get(f"{ui}/runs/flow-run/{record.flow_run_id}")
+    wait_until(lambda: browser.find_elements(By.XPATH, "//button[normalize-space()='Resume']"), 60, "the Resume button")
+    shoot(browser, "2-paused-run")
+    click(browser, "Resume")
+    modal = browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]")
+    shoot(browser, "3-approval-form")
+    click(modal, "Submit")
+    time.sleep(2)
+    # Then the form is refused and nothing moves
+    with transaction(engine) as s:
+        assert rollout_store.get_rollout(s, record.id).state.status.value == "awaiting_approval"
+        assert rollout_store.approvals(s, record.id) == []
+    shoot(browser, "4-empty-approval-refused")
+    # When they approve with their name
+    choose(modal, "Decision", "approve")
+    type_into(modal, "Approver", "Ada\t")  # leave the field: the form re-validates and its error line goes away
+    time.sleep(1)  # ... before the click, which would otherwise land where the button was before that
+    shoot(browser, "5-approval-filled")
+    click(modal, "Submit")
+
+    # Then the rollout goes on to the full stage, approved by Ada, and the flag serves everyone the candidate.
+    # On a loaded machine the click sometimes lands while the form is still re-validating and is lost;
+    # a person would click again, and so does the test (a second resume of a resumed run changes nothing).
+    def promoted() -> Any:
+        with transaction(engine) as s:
+            r = rollout_store.get_rollout(s, record.id)
+            return r if r.state.status.value == "promoted" else None
+
+    def click_again_if_still_open() -> None:
+        nonlocal last_click
+        if time.monotonic() - last_click > 20 and browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]"):
+            try:
+                click(browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]"), "Submit")
+            except Exception:  # noqa: BLE001 - the form closed between the look and the click
+                pass
+            last_click = time.monotonic()
+
+    last_click = time.monotonic()
+    browser.implicitly_wait(0)
+    try:
+        done = wait_until(promoted, 300, "the promotion", every=1, between=click_again_if_still_open)
+    except AssertionError:
+        shoot(browser, "x-not-promoted")
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as prefect:
+            raise AssertionError(f"flow run state: {prefect.read_flow_run(record.flow_run_id).state}") from None
+    browser.implicitly_wait(15)
+    assert "approved by Ada" in done.state.reason
+    with transaction(engine) as s:
+        assert flag_store.get_flag(s, "summarizer").phase.value == "promoted"
+    browser.get(f"{ui}/runs/flow-run/{record.flow_run_id}")
+    wait_until(lambda: "Ada approved stage full" in browser.page_source, 120, "the run page's logs")
+    shoot(browser, "6-run-page")
+    from prefect.artifacts import Artifact
+
+    summary = Artifact.get("rollout-summarizer-summary")  # the latest version
+    assert summary is not None
+    browser.get(f"{ui}/artifacts/artifact/{summary.id}")
+    wait_until(lambda: "promoted" in browser.page_source, 60, "the summary artifact")
+    shoot(browser, "7-summary-artifact")
+    engine.dispose()
