@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from rollout import RolloutClient  # noqa: E402
 from rollout.app.approvals import submit_approval  # noqa: E402
 from rollout.core import Stratum  # noqa: E402
-from rollout.app.plans import plan_document  # noqa: E402
+from rollout.app.plans import canonical_document, plan_document  # noqa: E402
 from rollout.testing.prefect_server import PrefectServer, prefect_client_settings, start_server  # noqa: E402
 from rollout.adapters.prefect.report import plot_bounds  # noqa: E402
 from rollout.app.status import rollout_status  # noqa: E402
@@ -98,7 +98,7 @@ def start_run(plan_file: Path, url: str) -> Any:
     while True:
         try:
             return run_deployment(name="rollout/rollout", timeout=0, parameters={
-                "plan": plan_document(plan_file), "started_by": "demo", "database_url": url})
+                "plan": canonical_document(plan_file), "started_by": "demo", "database_url": url})
         except Exception:  # noqa: BLE001 - the serve process is still registering the deployment
             if time.monotonic() > deadline:
                 raise
