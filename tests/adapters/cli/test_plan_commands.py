@@ -83,6 +83,6 @@ def test_status_shows_the_next_ramp_window(engine: Engine, db_url: str, plan_fil
     with transaction(engine) as s:
         info = rollout_status(s, "summarizer", now=datetime(2026, 12, 1, 12, tzinfo=UTC))
     # Then it says when stages may next advance, and so does `rollout status`
-    assert info["rollout"]["window"].startswith("ramp window closed: stages advance from Sat 2026-12-05 13:00 UTC")
+    assert info.to_json()["rollout"]["window"].startswith("ramp window closed: stages advance from Sat 2026-12-05 13:00 UTC")
     assert main(["--db", db_url, "status", "summarizer"]) == 0
     assert "window    ramp window closed" in capsys.readouterr().out
