@@ -20,6 +20,7 @@ EXAMPLES: dict[str, errors.RolloutError] = {
     "FlagNotFoundError": errors.FlagNotFoundError("summarizer"),
     "RolloutNotFoundError": errors.RolloutNotFoundError(7),
     "TokenNotFoundError": errors.TokenNotFoundError("no token named 'ci'"),
+    "PlanNotFoundError": errors.PlanNotFoundError("no registered plan named 'summarizer'"),
     "ConflictError": errors.ConflictError("nothing waits for approval"),
     "FlagExistsError": errors.FlagExistsError("flag 'summarizer' exists already"),
     "TokenExistsError": errors.TokenExistsError("a token named 'ci' exists already"),

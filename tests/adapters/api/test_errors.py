@@ -19,6 +19,7 @@ EXPECTED: dict[str, tuple[int, str | None]] = {
     "InvalidInputError": (422, None),
     "InvalidOutcomeError": (422, None),
     "InvalidExposureError": (422, None),
+    "PlanNotFoundError": (404, None),
     "ExposureExpiredError": (422, None),
     "InvalidFlagError": (422, None),
     "InvalidPlanError": (422, None),

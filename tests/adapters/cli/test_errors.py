@@ -14,6 +14,7 @@ EXPECTED: dict[str, int] = {
     "InvalidInputError": 2,
     "InvalidOutcomeError": 2,
     "InvalidExposureError": 2,
+    "PlanNotFoundError": 2,
     "ExposureExpiredError": 2,
     "InvalidFlagError": 2,
     "InvalidPlanError": 2,
