@@ -155,8 +155,8 @@ class MetricModel(_Model):
     better: Literal["lower", "higher"] = Field(title="Better is", description="which direction is an improvement")
     margin: Margin = Field(title="Margin", description="harm tolerated: absolute (0.005) or relative (10%)",
                            examples=["0.005", "10%"])
-    scale: Literal["linear", "log"] | None = Field(default=None, title="Scale",
-                                                   description="log for skewed values like latency (default linear)")
+    scale: Literal["linear", "log"] = Field(default="linear", title="Scale",
+                                            description="log for skewed values like latency")
     statistic: Literal["mean", "typical"] | None = Field(
         default=None, title="Statistic",
         description="mean: per request, the bill (scale linear); typical: geometric mean (scale log)")
@@ -185,7 +185,7 @@ class JudgeBudgetModel(_Model):
 
 
 class JudgeMetricModel(_Model):
-    model_config = ConfigDict(title="Judged as")
+    model_config = ConfigDict(title="Judge metric")
     kind: Literal["binary", "continuous"] = Field(default="continuous", title="Kind")
     better: Literal["lower", "higher"] = Field(default="higher", title="Better is")
     margin: float | str = Field(title="Margin", description="harm tolerated: absolute (0.03) or relative (5%)",
@@ -251,8 +251,9 @@ class PlanModel(_Model):
                                                 description="grade a sample of live answers in every stage")
     # A retried or re-run Prefect run whose rollout has ended starts nothing unless this says "allowed".
     restart: Literal["refused", "allowed"] = Field(default="refused", title="Restart after the rollout ended")
-    completion: CompletionModel = Field(default_factory=lambda: CompletionModel(), title="Completion",
-                                        description="exposures that produced no outcome: a proven loss holds")
+    completion: CompletionModel | None = Field(default=None, title="Completion",
+                                               description="exposures that produced no outcome: a proven loss holds "
+                                                           "(default: tolerance 1 %, hold)")
 
 
 class PlanText(_Model):
@@ -463,12 +464,13 @@ def to_domain(model: PlanModel) -> RolloutPlan:
             problems.append(f"metrics.{m.name}.margin: must be zero or more")
             continue
         scale = {"mean": "linear", "typical": "log", None: None}[m.statistic]
-        if scale is not None and m.scale is not None and scale != m.scale:
+        given = m.scale if "scale" in m.model_fields_set else None  # the form's default is no choice
+        if scale is not None and given is not None and scale != given:
             problems.append(f"metrics.{m.name}: statistic {m.statistic} contradicts scale {m.scale}")
             continue
         try:
             metrics.append(MetricSpec(name=m.name, kind=m.kind, better=m.better, margin=margin, relative=relative,
-                                      scale=scale or m.scale or "linear", bounds=m.bounds, quantile=m.quantile,
+                                      scale=scale or m.scale, bounds=m.bounds, quantile=m.quantile,
                                       source=m.source))
         except ValueError as exc:
             problems.append(f"metrics.{m.name}: {str(exc).removeprefix(f'metric {m.name!r}: ')}")
@@ -481,9 +483,10 @@ def to_domain(model: PlanModel) -> RolloutPlan:
                                        total=budget.total))
     if model.check_interval <= timedelta(0):
         problems.append("check_interval: must be longer than zero")
-    tolerance, _ = _margin(model.completion.tolerance, "completion", problems)
+    completion_model = model.completion or CompletionModel()
+    tolerance, _ = _margin(completion_model.tolerance, "completion", problems)
     try:
-        completion = CompletionSpec(tolerance=tolerance, on_loss=model.completion.on_loss)
+        completion = CompletionSpec(tolerance=tolerance, on_loss=completion_model.on_loss)
     except ValueError as exc:
         problems.append(f"completion.tolerance: {exc}")
         completion = CompletionSpec()
