@@ -24,9 +24,9 @@ PLAN = {
     "strata": [{"name": "internal", "match": {"attribute": "email_domain", "in": ["example.com"]}},
                {"name": "free", "match": {"attribute": "tier", "equals": "free"}}],
     "stages": [
-        {"name": "shadow", "kind": "shadow", "sample": 0.5, "min_samples": 300, "min_duration": "1m"},
+        {"name": "shadow", "kind": "shadow", "sample": 0.5, "min_samples": 120, "min_duration": "1m"},
         {"name": "canary", "kind": "ramp", "percent": {"internal": 100, "free": 20, "default": 10},
-         "min_samples": 300, "min_duration": "1m"},
+         "min_samples": 120, "min_duration": "1m"},
         {"name": "full", "kind": "full", "approval": "required"},
     ],
     "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.05},

@@ -46,10 +46,10 @@ def plan(candidate: str, candidate_fn: str) -> dict[str, Any]:
                 "candidate": f"examples.ticket_app.models:{candidate_fn}",
                 "scorer": "examples.ticket_app.scoring:keeps_key_facts",
                 "margin": 0.20, "min_cases": 20, "concurrency": 4}},
-            {"name": "shadow", "kind": "shadow", "sample": 0.3, "min_samples": 150, "min_duration": "1s",
+            {"name": "shadow", "kind": "shadow", "sample": 0.3, "min_samples": 60, "min_duration": "1s",
              "rate_limit": 5000, "budget": {"per_hour": 100.0, "total": 200.0}},
             {"name": "canary", "kind": "ramp", "percent": {"internal": 100, "free": 10, "default": 5},
-             "min_samples": 150, "min_duration": "1s"},
+             "min_samples": 60, "min_duration": "1s"},
             {"name": "full", "kind": "full", "approval": "required"},
         ],
         "metrics": [

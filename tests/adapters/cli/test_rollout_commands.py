@@ -19,7 +19,7 @@ from rollout.testing import Traffic, VariantBehaviour
 PLAN = {
     "flag": "summarizer", "baseline": "current", "candidate": "new-model",
     "strata": [{"name": "free", "match": {"attribute": "tier", "equals": "free"}}],
-    "stages": [{"name": "canary", "kind": "ramp", "percent": 30, "min_samples": 200, "min_duration": "1s"},
+    "stages": [{"name": "canary", "kind": "ramp", "percent": 30, "min_samples": 50, "min_duration": "1s"},
                {"name": "full", "kind": "full", "approval": "required"}],
     "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.05}],
     "check_interval": "0.5s",

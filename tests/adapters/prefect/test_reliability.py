@@ -50,7 +50,7 @@ def test_a_killed_controller_is_shown_lost_and_a_restart_resumes_the_same_stage(
     # Given a rollout whose canary needs many samples, driven by a flow in its own process
     document = plan(stages=[
         {"name": "shadow", "kind": "shadow", "sample": 0.5, "min_samples": 100, "min_duration": "1s"},
-        {"name": "canary", "kind": "ramp", "percent": 30, "min_samples": 600, "min_duration": "1s"},
+        {"name": "canary", "kind": "ramp", "percent": 30, "min_samples": 240, "min_duration": "1s"},
         {"name": "full", "kind": "full", "approval": "required"},
     ])
     first = start_flow_process(prefect_server, document, db_url)

@@ -29,9 +29,9 @@ def plan(**overrides: Any) -> dict[str, Any]:
     return {
         "flag": "summarizer", "baseline": "current", "candidate": "new-model", "strata": STRATA,
         "stages": [
-            {"name": "shadow", "kind": "shadow", "sample": 0.5, "min_samples": 200, "min_duration": "1s"},
+            {"name": "shadow", "kind": "shadow", "sample": 0.5, "min_samples": 80, "min_duration": "1s"},
             {"name": "canary", "kind": "ramp", "percent": {"internal": 100, "free": 30, "default": 20},
-             "min_samples": 200, "min_duration": "1s"},
+             "min_samples": 80, "min_duration": "1s"},
             {"name": "full", "kind": "full", "approval": "required"},
         ],
         "metrics": METRICS, "check_interval": "1s", **overrides,
