@@ -31,7 +31,7 @@ PLAN = {
     ],
     "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.05},
                 {"name": "latency_ms", "kind": "continuous", "better": "lower", "margin": "25%", "scale": "log"}],
-    "check_interval": "10s",
+    "check_interval": "10s", "completion": {"tolerance": "20%"},
 }
 
 

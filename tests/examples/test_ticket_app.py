@@ -58,7 +58,7 @@ def plan(candidate: str, candidate_fn: str) -> dict[str, Any]:
             {"name": "latency_ms", "kind": "continuous", "better": "lower", "margin": "25%", "scale": "log"},
             {"name": "cost_usd", "kind": "continuous", "better": "lower", "margin": "25%", "scale": "log"},
         ],
-        "check_interval": "0.5s",
+        "check_interval": "0.5s", "completion": {"tolerance": "20%"},
     }
 
 

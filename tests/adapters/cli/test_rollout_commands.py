@@ -22,7 +22,7 @@ PLAN = {
     "stages": [{"name": "canary", "kind": "ramp", "percent": 30, "min_samples": 50, "min_duration": "1s"},
                {"name": "full", "kind": "full", "approval": "required"}],
     "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.05}],
-    "check_interval": "0.5s",
+    "check_interval": "0.5s", "completion": {"tolerance": "20%"},
 }
 
 
