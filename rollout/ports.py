@@ -16,12 +16,15 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rollout.core.controller import ApprovalInput, Observation, RolloutState
-from rollout.core.flag import FlagState
-from rollout.core.plan import EvalSpec, RolloutPlan
-from rollout.core.records import ApprovalRecord, DecisionRecord, RolloutRecord
+if TYPE_CHECKING:
+    # Annotations only: the SDK reads its ports from here, and an app's core install (no numpy, no
+    # scipy) must not load the judge through the controller's types.
+    from rollout.core.controller import ApprovalInput, Observation, RolloutState
+    from rollout.core.flag import FlagState
+    from rollout.core.plan import EvalSpec, RolloutPlan
+    from rollout.core.records import ApprovalRecord, DecisionRecord, RolloutRecord
 
 # --- the controller's ports ---------------------------------------------------------------
 

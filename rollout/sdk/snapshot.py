@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine
 
 from rollout.core import CompiledFlag, FlagState
@@ -75,6 +74,10 @@ class NamespaceView:
 
     def _build(self) -> list[bytes]:
         if not self._doc:
+            # Only the HTTP service serves the document, and orjson comes with its extra (`server`);
+            # the SDK's core install must import without it.
+            import orjson
+
             docs = [flag_document(c.state) for c in self.flags.values()]
             digest = hashlib.sha256(orjson.dumps(docs, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
             etag = f'"{digest}"'
