@@ -39,7 +39,7 @@ def test_start_in_the_foreground_approve_and_read_the_history(
         traffic = Traffic(client, "summarizer", candidate=VariantBehaviour(), seed=5)
         deadline = time.monotonic() + 60
         while starter.is_alive() and time.monotonic() < deadline:
-            if client.assign("summarizer", "probe").error_code is None:
+            if "summarizer" in client.flag_versions():
                 traffic.run(200)
                 client.flush(timeout=10)
             if not approved:

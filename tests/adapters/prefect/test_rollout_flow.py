@@ -67,7 +67,7 @@ class Rollout:
                 record = self.status()
                 if record is not None and record.state.status.waiting and on_waiting is not None:
                     on_waiting(record)
-                if client.assign("summarizer", "probe").error_code is not None:
+                if "summarizer" not in client.flag_versions():
                     time.sleep(0.1)  # the flow creates the flag from the plan; wait for it
                     continue
                 traffic.run(150)
