@@ -31,6 +31,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field, StringConstraints
 
 from rollout.adapters.prefect.forms import plan_from_parameters, plan_or_failure
+from rollout.adapters.prefect.report import bounds_markdown
 from rollout.app.approvals import record_answer
 from rollout.app.loop import Hooks, abort, drive
 from rollout.app.plans import PlanSource
@@ -39,6 +40,7 @@ from rollout.app.status import StatusView, rollout_status
 from rollout.app.verdicts import display_rows, number
 from rollout.core.controller import Action, Emit, Event, Status
 from rollout.core.policy import stage_name, stage_number
+from rollout.store import rollouts as rollout_store
 from rollout.store.db import make_engine
 from rollout.store.unit import SqlStore
 
@@ -263,13 +265,18 @@ def _approval_text(run: RolloutRun, result: CheckResult, stage: str) -> str:
     lines = [f"## Approve stage **{stage}** of `{run.plan.flag}`?", ""]
     if run.notice:
         lines += [f"> **{run.notice}**", ""]
-    lines += [f"{result.step.reason}", "", "Evidence so far (candidate minus baseline; positive = worse):", "",
-              "| metric | estimate | bounds | margin | verdict |", "|---|---|---|---|---|"]
-    for row in display_rows(result.details):
-        lines.append(f"| {row['metric']} | {row['estimate']} | {row['bounds']} | {row['margin']} | {row['verdict']} |")
+    lines += [f"{result.step.reason}", "", "Evidence so far (candidate minus baseline; positive = worse):", ""]
+    # A list, not a table: a table as wide as its five columns needs sideways scrolling in the pause dialog.
+    lines += [metric_line(row) for row in display_rows(result.details)] or ["- no evidence yet"]
     lines += ["", "Choose **approve** to go on or **reject** to roll back. The judge keeps watching: proven harm "
               "rolls back even while this form waits."]
     return "\n".join(lines)
+
+
+def metric_line(row: dict[str, Any]) -> str:
+    """One metric of a verdict in one short markdown line (a row of verdicts.display_rows)."""
+    return (f"- **{row['metric']}**: {row['verdict']}; estimate {row['estimate']}, bounds {row['bounds']}, "
+            f"margin {row['margin']}")
 
 
 # --- the run page: one progress, one summary, one verdict artifact, updated in place ----------------
@@ -310,7 +317,9 @@ class _RunPage:
             self._put("verdict", rows, f"Check {result.sequence}: {result.step.action.value}")
         with self.run.store.transaction() as unit:
             view = rollout_status(unit.session, plan.flag, namespace=self.run.namespace)  # type: ignore[attr-defined]
-        self._put("summary", summary_markdown(view), f"Rollout #{self.run.rollout_id} of {plan.flag}")
+            decisions = rollout_store.decisions(unit.session, self.run.rollout_id)  # type: ignore[attr-defined]
+        chart = bounds_markdown(decisions, f"{plan.flag}: each metric's bounds against its margin")
+        self._put("summary", summary_markdown(view, chart), f"Rollout #{self.run.rollout_id} of {plan.flag}")
 
     def _put(self, what: str, data: Any, description: str) -> None:
         if self.sent.get(what) == data:
@@ -328,8 +337,9 @@ class _RunPage:
             client.update_artifact(self.ids[what], ArtifactUpdate(data=payload, description=description))
 
 
-def summary_markdown(view: StatusView) -> str:
-    """The summary card: the status view (the same one `rollout status` prints) as markdown."""
+def summary_markdown(view: StatusView, chart: str = "") -> str:
+    """The summary card: the status view (the same one `rollout status` prints) as markdown, then `chart`
+    (rollout.adapters.prefect.report.bounds_markdown: each metric's bounds against its margin over the checks)."""
     flag, r = view.flag, view.rollout
     lines = [f"### {flag['key']}: {r.status if r else flag['phase']}", ""]
     if r is not None:
@@ -351,6 +361,9 @@ def summary_markdown(view: StatusView) -> str:
             lines += [f"- {m.stratum}: {m.metric} {number(m.estimate)} [{number(m.lower)}, {number(m.upper)}]"
                       for m in check.strata]
         lines += [f"- health: {h.name}: {h.reason}" for h in check.health if not h.ok]
+    if chart:
+        lines += ["", "Bounds over the checks (band: confidence bounds, dashed red: the margin; above it is harm):",
+                  "", chart]
     return "\n".join(lines) + "\n"
 
 
