@@ -39,6 +39,7 @@ from rollout.app.reconcile import CheckResult, RolloutRun, check, claim, run_eva
 from rollout.app.status import StatusView, rollout_status
 from rollout.app.verdicts import display_rows, number
 from rollout.core.controller import Action, Emit, Event, Status
+from rollout.core.plan import Policy
 from rollout.core.policy import stage_name, stage_number
 from rollout.store import rollouts as rollout_store
 from rollout.store.db import make_engine
@@ -394,11 +395,20 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
         return
     namespace = params.get("namespace", "default")
     engine = make_engine(params.get("database_url"))
-    reason = f"flow run {state.name.lower()}: {state.message or 'no message'}"
+    reason = f"flow run {state.name.lower()}" + (f" ({state.message})" if state.message else "")
+    logger = _hook_logger(flow, flow_run)
     try:
         # Only an active rollout this run owns is touched: a refused duplicate, or a rollout that ended
         # (RolledBack is a Failed state too), or one someone else drives now, are left alone.
-        after = abort(SqlStore(engine, namespace), plan, owner=owner, reason=reason)
+        store = SqlStore(engine, namespace)
+        after = abort(store, plan, owner=owner, reason=reason)
+        if after is not None and after.status is Status.ABORTED and after.reason == reason:
+            # One line that says what on_abort did, where the release manager looks (the run's logs, the card).
+            logger.warning(on_abort_line(plan, reason))
+            _refresh_summary(store, plan, owner)
+        elif after is None:
+            logger.warning("%s; on_abort (%s) could not be applied: the database could not be reached, the lease "
+                           "will expire and the next controller takes over", reason, plan.on_abort.value)
     finally:
         engine.dispose()
     try:
@@ -409,6 +419,51 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
             _emit_for(plan.flag, Event.ABORTED, {"reason": reason, "on_abort": plan.on_abort.value})
     except Exception as exc:  # noqa: BLE001 - the abort itself is done
         print(f"could not emit the abort event: {exc}")
+
+
+def on_abort_line(plan: Any, reason: str) -> str:
+    """What the plan's on_abort did, in words (no traceback follows it)."""
+    if plan.on_abort is Policy.ROLLBACK:
+        done = (f"the flag {plan.flag} serves everyone the baseline ({plan.baseline}) again")
+    else:
+        done = (f"the flag {plan.flag} keeps its allocations but nobody judges it any more; roll back by hand "
+                f"with `rollout rollback {plan.flag}` or start a new run")
+    return f"{reason}: the rollout is aborted and the plan's on_abort ({plan.on_abort.value}) was applied: {done}"
+
+
+def _hook_logger(flow: Any, flow_run: Any) -> Any:
+    """The run's logger (its lines show on the run page) even where a hook runs outside the run's context."""
+    try:
+        from prefect.logging.loggers import flow_run_logger
+
+        return flow_run_logger(flow_run, flow)
+    except Exception:  # noqa: BLE001 - a hook called with stand-ins (tests) or without Prefect's logging
+        return logging.getLogger("rollout.prefect")
+
+
+def _refresh_summary(store: SqlStore, plan: Any, flow_run_id: str) -> None:
+    """The run's summary card, redrawn after the hook's abort, so it no longer shows the rollout as running."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactUpdate
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        with store.transaction() as unit:
+            view = rollout_status(unit.session, plan.flag, namespace=store.namespace)  # type: ignore[attr-defined]
+            decisions = rollout_store.decisions(unit.session, view.rollout.id) if view.rollout else []  # type: ignore[attr-defined]
+        text = summary_markdown(view, bounds_markdown(decisions, f"{plan.flag}: each metric's bounds against its margin"))
+        with get_client(sync_client=True) as client:
+            cards = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[_key(plan.flag, "summary")]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+            for card in cards:
+                client.update_artifact(card.id, ArtifactUpdate(data=text))
+    except Exception as exc:  # noqa: BLE001 - a view only; the abort is done
+        print(f"could not update the summary card: {exc}")
 
 
 def _emit_for(flag: str, event: Event, payload: dict[str, Any]) -> None:

@@ -84,6 +84,29 @@ def test_a_failed_or_crashed_run_with_users_on_the_candidate_applies_on_abort(en
     assert flag.phase.value == "rolled_back" and flag.shadow_bp == 0
 
 
+@pytest.mark.parametrize(("on_abort", "says"), [("rollback", "serves everyone the baseline (current) again"),
+                                                ("hold", "keeps its allocations but nobody judges it any more")])
+def test_a_cancelled_run_says_in_one_line_what_on_abort_did(engine: Engine, db_url: str, on_abort: str, says: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    # Given a rollout in its shadow stage, owned by flow run X, whose plan says what to do on abort
+    run_id = uuid4()
+    document = {**plan(), "on_abort": on_abort}
+    claim(engine, load_plan(document), document, owner=str(run_id), actor="alice", flow_run_id=str(run_id))
+    # When the release manager cancels the run in the UI and Prefect runs the cancellation hook
+    with caplog.at_level(logging.INFO):
+        _on_abort(None, _FlowRun(run_id, {"plan": document, "database_url": db_url}),
+                  _State("Cancelled", "cancelled by a user"))
+    # Then one WARNING line, without a traceback, names the cancellation, the policy and what it did
+    lines = [r for r in caplog.records if "on_abort" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+    assert lines[0].getMessage() == (f"flow run cancelled (cancelled by a user): the rollout is aborted and the "
+                                     f"plan's on_abort ({on_abort}) was applied: the flag summarizer {says}"
+                                     + ("" if on_abort == "rollback" else
+                                        "; roll back by hand with `rollout rollback summarizer` or start a new run"))
+
+
 def test_the_hook_leaves_alone_a_rollout_another_run_owns(engine: Engine, db_url: str) -> None:
     # Given a rollout owned by flow run X
     document = plan()
