@@ -187,8 +187,15 @@ def _name_run(flow_run_id: str, name: str) -> None:
         logging.getLogger("rollout.prefect").info("could not rename the flow run: %s", exc)
 
 
+_LOST_TOLD: set[str] = set()
+"""Flow runs (owners) that already sent `rollout.lost` from this process: the loop sends it when it gives up,
+and then Prefect runs the failure hook, which tries on_abort once more and must not send it twice."""
+
+
 def _emit(run: RolloutRun, event: Emit) -> None:
     """A Prefect event on the flag's resource, with the reason in the payload; automations react to it."""
+    if event.event is Event.LOST:
+        _LOST_TOLD.add(run.owner)
     emit_event(event=event.event.value, resource={"prefect.resource.id": f"rollout.flag.{run.plan.flag}",
                                                   "prefect.resource.name": run.plan.flag},
                payload={"rollout_id": run.rollout_id, **dict(event.payload)})
@@ -412,7 +419,8 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
     finally:
         engine.dispose()
     try:
-        if after is None:
+        if after is None and owner not in _LOST_TOLD:
+            _LOST_TOLD.add(owner)
             _emit_for(plan.flag, Event.LOST, {"reason": f"{reason}; on_abort could not be applied, the lease will "
                                                         "expire and the next controller takes over"})
         elif after.status is Status.ABORTED and after.reason == reason:
