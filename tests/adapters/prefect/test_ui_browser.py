@@ -125,6 +125,31 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, *, every
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def runs_of(deployment: Any) -> list[tuple[str, str, str | None]]:
+    """The deployment's flow runs as (name, state, message): what a failure message needs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    return [(r.name, r.state.name if r.state else "-", r.state.message if r.state else None) for r in runs]
+
+
+SIDEWAYS_SCROLLERS = """
+    const root = arguments[0], wide = [];
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+        const overflow = getComputedStyle(el).overflowX;
+        if ((overflow === 'auto' || overflow === 'scroll') && el.scrollWidth > el.clientWidth + 1)
+            wide.push(`${el.tagName}.${el.className} ${el.scrollWidth}>${el.clientWidth}`);
+    }
+    return wide;"""
+"""The elements under arguments[0] that would make a person scroll sideways to read them."""
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(none)"
+
+
 # --- the served deployment ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -164,9 +189,14 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     ui = prefect_server.ui_url.rstrip("/")
     # Given the deployment's run page, where the plan parameter is a typed form
     browser.get(f"{ui}/deployments/deployment/{deployment.id}/run")
-    assert prop(browser, "Flag") and [b.text for b in browser.find_elements(
-        By.XPATH, "//button[contains(@class,'p-button-group__button')]")][:3] == [
-        "Plan (form)", "Plan (YAML text)", "Plan (registered name)"]
+    assert prop(browser, "Flag")
+
+    def choices() -> list[str]:  # the button group renders its labels a moment after the form
+        return [b.get_attribute("textContent").strip() for b in browser.find_elements(
+            By.XPATH, "//button[contains(@class,'p-button-group__button')]")][:3]
+
+    wait_until(lambda: choices() == ["Plan (form)", "Plan (YAML text)", "Plan (registered name)"], 30,
+               f"the plan's three ways in (saw {choices()})")
     # When the release manager fills it in: flag, variants, two stages (a ramp, then full behind an approval)
     type_into(browser, "Flag", "summarizer")
     type_into(browser, "Baseline variant", "current")
@@ -195,7 +225,7 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
         traffic = Traffic(client, "summarizer", candidate=VariantBehaviour(), seed=5)
 
         def play() -> None:
-            if client.assign("summarizer", "probe").error_code is None:
+            if "summarizer" in client.flag_versions():
                 traffic.run(150)
                 client.flush(timeout=30)
 
@@ -210,7 +240,8 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
             shoot(browser, "x-no-approval-gate")
             with transaction(engine) as s:
                 latest = rollout_store.latest_rollout(s, "summarizer")
-            raise AssertionError(f"no approval gate; the rollout: {latest and latest.state}") from None
+            raise AssertionError(f"no approval gate; the rollout: {latest and latest.state}; the runs: "
+                                 f"{runs_of(deployment)}; serve.log ends:\n{tail(OUT / 'serve.log')}") from None
     assert record.started_by == "release-manager" and record.plan["stages"][1]["approval"] == "required"
     # When the release manager opens the paused run and submits the approval form empty
     browser.get(f"{ui}/runs/flow-run/{record.flow_run_id}")
@@ -219,6 +250,13 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     click(browser, "Resume")
     modal = browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]")
     shoot(browser, "3-approval-form")
+    # Then the form shows one short line per metric (verdict, estimate, bounds, margin), readable without
+    # scrolling sideways: no wide table
+    metric_lines = [li.get_attribute("textContent").strip() for li in modal.find_elements(By.TAG_NAME, "li")]
+    assert any(line.startswith("error:") and all(word in line for word in ("estimate", "bounds", "margin"))
+               for line in metric_lines), metric_lines
+    assert not modal.find_elements(By.TAG_NAME, "table")
+    assert browser.execute_script(SIDEWAYS_SCROLLERS, modal) == []
     click(modal, "Submit")
     time.sleep(2)
     # Then the form is refused and nothing moves
@@ -274,4 +312,12 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     browser.get(f"{ui}/artifacts/artifact/{summary.id}")
     wait_until(lambda: "promoted" in browser.page_source, 60, "the summary artifact")
     shoot(browser, "7-summary-artifact")
+    # and the card ends with the chart of each metric's bounds against its margin, an image the UI loaded
+    chart = wait_until(lambda: browser.find_elements(By.XPATH, "//img[starts-with(@src,'data:image/png;base64,')]"),
+                       30, "the bounds chart in the summary card")[0]
+    wait_until(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart),
+               30, "the chart to load")
+    assert browser.execute_script("return arguments[0].naturalWidth", chart) > 0
+    assert browser.execute_script("return arguments[0].getBoundingClientRect().width", chart) > 200
+    chart.screenshot(str(OUT / "8-summary-chart.png"))  # the chart alone, as the UI drew it
     engine.dispose()
