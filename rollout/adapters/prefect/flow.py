@@ -402,7 +402,7 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
         return
     namespace = params.get("namespace", "default")
     engine = make_engine(params.get("database_url"))
-    reason = f"flow run {state.name.lower()}" + (f" ({state.message})" if state.message else "")
+    reason = _stop_reason(state)
     logger = _hook_logger(flow, flow_run)
     try:
         # Only an active rollout this run owns is touched: a refused duplicate, or a rollout that ended
@@ -427,6 +427,16 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
             _emit_for(plan.flag, Event.ABORTED, {"reason": reason, "on_abort": plan.on_abort.value})
     except Exception as exc:  # noqa: BLE001 - the abort itself is done
         print(f"could not emit the abort event: {exc}")
+
+
+def _stop_reason(state: State) -> str:
+    """Why the run stopped, in words: "flow run cancelled", "flow run crashed (the process was killed)".
+
+    The cancellation hook runs on entering Cancelling, whose message only repeats it ("Flow run was cancelled."),
+    so a message is kept only when it says more than the state's name."""
+    name = {"cancelling": "cancelled"}.get(state.name.lower(), state.name.lower())
+    message = (state.message or "").strip()
+    return f"flow run {name}" + (f" ({message})" if message and name not in message.lower() else "")
 
 
 def on_abort_line(plan: Any, reason: str) -> str:
