@@ -83,6 +83,10 @@ class RolloutRepository(Protocol):
 
     def abort(self, rollout_id: int, *, owner: str, reason: str) -> bool: ...
 
+    def mark_lost_told(self, rollout: RolloutRecord) -> bool:
+        """Claim telling that `rollout` (seen lost) is lost: True once per expired lease, False after."""
+        ...
+
     def approvals(self, rollout_id: int) -> Sequence[ApprovalInput]: ...
 
     def record_approval(self, rollout: RolloutRecord, *, stage_index: int, approved: bool, approver: str,

@@ -8,7 +8,7 @@ for programs, as it always was.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +20,9 @@ from rollout.app.plans import cost_like, load_plan
 from rollout.core.controller import unpaired_note
 from rollout.core.plan import RolloutPlan, StageKind
 from rollout.core.policy import stage_name, stage_number
+from rollout.core.records import RolloutRecord
 from rollout.core.windows import describe_window
+from rollout.ports import Store
 from rollout.store import flags as flag_store
 from rollout.store import outcomes as outcome_store
 from rollout.store import rollouts as rollout_store
@@ -327,8 +329,29 @@ def _rollout_cost(session: Session, record: Any, now: datetime) -> CostView:
     return cost_attribution(session, plan, flag_id=record.flag_id, rollout_id=record.id, judges=judges, now=now)
 
 
+def tell_if_lost(store: Store, flag_key: str, tell: Callable[[RolloutRecord, str], None], *,
+                 now: datetime | None = None) -> bool:
+    """Tell (`rollout.lost`) that the flag's rollout has no live controller, once per lost episode.
+
+    The first observer that sees the lease expired tells it; later ones (every `rollout status`, a script
+    polling it, other processes) stay quiet until a controller takes over and its lease expires again,
+    which is a new episode. `tell(record, reason)` runs inside the transaction that claims the episode, so
+    if telling fails nothing is claimed and the next observer tries again: at least once, never per tick.
+    True when this call told it.
+    """
+    now = now or utcnow()
+    with store.transaction() as unit:
+        record = unit.rollouts.active(flag_key)
+        if record is None or not record.lost(now) or not unit.rollouts.mark_lost_told(record):
+            return False
+        since = record.lease_expires_at.isoformat() if record.lease_expires_at else "it started"
+        tell(record, f"no controller renewed the lease since {since}")
+    return True
+
+
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 
 
-__all__ = ["BudgetLine", "CheckView", "CostLine", "CostView", "cost_attribution", "HistoryView", "MetricLine", "RolloutView", "StatusView", "rollout_history", "rollout_status"]
+__all__ = ["BudgetLine", "CheckView", "CostLine", "CostView", "HistoryView", "MetricLine", "RolloutView", "StatusView",
+           "cost_attribution", "rollout_history", "rollout_status", "tell_if_lost"]

@@ -315,6 +315,7 @@ def _waiting(plan: RolloutPlan, state: RolloutState, approvals: Sequence[Approva
 
 def _advance_to(plan: RolloutPlan, state: RolloutState, index: int, now: datetime, why: str,
                 *, approved: bool = False) -> Step:
+    why = why.rstrip(".")  # the judge's reason is a sentence; joined with "; ..." it must not end in ".;"
     if index >= len(plan.stages):
         reason = f"{why}; the plan is complete"
         return Step(replace(state, status=Status.PROMOTED, reason=reason, waiting_for=None),

@@ -132,6 +132,9 @@ class Rollout(Base):
     namespace: Mapped[str] = mapped_column(String(64), default="default")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The expired lease whose loss was last told (`rollout.lost`): one alert per lost episode, however many
+    # status calls see it. A take-over renews the lease, so a later loss is a new episode.
+    lost_told_for: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Decision(Base):

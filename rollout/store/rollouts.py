@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -187,6 +187,21 @@ def renew_lease(session: Session, rollout_id: int, *, owner: str, lease_for: tim
         update(Rollout).where(Rollout.id == rollout_id, Rollout.lease_owner == owner,
                               Rollout.active_flag_id.is_not(None))
         .values(lease_expires_at=now + lease_for, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def mark_lost_told(session: Session, rollout: RolloutRecord) -> bool:
+    """Claim the telling of this lost episode (the lease `rollout` holds, expired): True only for the first
+    caller. A compare-and-set, so two status calls at once tell it once (the second waits for the first's
+    row lock on PostgreSQL, and SQLite serialises writers); a lease renewed meanwhile claims nothing."""
+    episode = rollout.lease_expires_at or rollout.started_at  # no lease at all: the episode began at the start
+    same_lease = (Rollout.lease_expires_at.is_(None) if rollout.lease_expires_at is None
+                  else Rollout.lease_expires_at == rollout.lease_expires_at)
+    result = session.execute(
+        update(Rollout).where(Rollout.id == rollout.id, Rollout.active_flag_id.is_not(None), same_lease,
+                              or_(Rollout.lost_told_for.is_(None), Rollout.lost_told_for != episode))
+        .values(lost_told_for=episode)
     )
     return result.rowcount == 1
 

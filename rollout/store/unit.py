@@ -89,6 +89,9 @@ class SqlRollouts:
     def abort(self, rollout_id: int, *, owner: str, reason: str) -> bool:
         return rollout_store.abort(self._s, rollout_id, owner=owner, reason=reason)
 
+    def mark_lost_told(self, rollout: RolloutRecord) -> bool:
+        return rollout_store.mark_lost_told(self._s, rollout)
+
     def approvals(self, rollout_id: int) -> Sequence[ApprovalInput]:
         return rollout_store.approval_inputs(self._s, rollout_id)
 

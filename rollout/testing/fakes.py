@@ -67,11 +67,12 @@ class _Data:
     decisions: dict[int, list[DecisionRecord]] = field(default_factory=dict)
     approvals: dict[int, list[ApprovalRecord]] = field(default_factory=dict)
     audit: list[tuple[str, str, str, str]] = field(default_factory=list)   # (flag, actor, action, reason)
+    lost_told: dict[int, datetime] = field(default_factory=dict)   # rollout id -> the lost episode last told
 
     def copy(self) -> _Data:
         # The records are frozen, so copying the containers is enough for all-or-nothing commits.
         return _Data(dict(self.flags), dict(self.rollouts), {k: list(v) for k, v in self.decisions.items()},
-                     {k: list(v) for k, v in self.approvals.items()}, list(self.audit))
+                     {k: list(v) for k, v in self.approvals.items()}, list(self.audit), dict(self.lost_told))
 
 
 class InMemoryStore:
@@ -262,6 +263,15 @@ class _Rollouts:
         state = RolloutState(Status.ABORTED, record.state.stage_index, record.state.stage_started_at, None, None,
                              reason)
         return self.save_state(rollout_id, state, owner=owner, now=self._now())
+
+    def mark_lost_told(self, rollout: RolloutRecord) -> bool:
+        current = self._d.rollouts.get(rollout.id)
+        episode = rollout.lease_expires_at or rollout.started_at
+        if (current is None or not current.state.status.active or current.lease_expires_at != rollout.lease_expires_at
+                or self._d.lost_told.get(rollout.id) == episode):
+            return False
+        self._d.lost_told[rollout.id] = episode
+        return True
 
     def approvals(self, rollout_id: int) -> Sequence[ApprovalInput]:
         return [ApprovalInput(a.stage_index, a.approved, a.approver, a.comment)

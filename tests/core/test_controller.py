@@ -154,6 +154,16 @@ def test_a_rejection_names_who_and_why() -> None:
     assert step.effects[0] == RollBack("stage quarter rejected by bob: not today")
 
 
+def test_a_gates_reason_joins_the_judges_sentence_without_stray_punctuation() -> None:
+    # Given a canary the judge passes with a reason that is a full sentence
+    passed = Observation(verdict(Decision.PASS, "Pass: every metric is proven within its margin."), 1_000)
+    # When the next stage needs an approval
+    step = next_step(PLAN, state(Status.RAMPING, 1, started=timedelta(hours=1)), passed, [], T0)
+    # Then the reason reads as one sentence ("margin; stage ..."), not "margin.; stage ..."
+    assert step.state.status is Status.AWAITING_APPROVAL and ".;" not in step.reason
+    assert "within its margin; stage quarter needs a human's approval" in step.reason
+
+
 def test_the_reason_for_waiting_says_what_is_missing() -> None:
     step = next_step(PLAN, state(Status.RAMPING, 1, started=timedelta(minutes=5)), Observation(PASS, 200), [], T0)
     assert "200 of 1000 samples" in step.reason and "5m of 30m" in step.reason

@@ -178,7 +178,10 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
 
         with transaction(ctx) as s:
             view = rollout_status(s, flag, namespace=ctx.obj.namespace)
-        _report_lost(view.to_json())
+        if view.rollout is not None and view.rollout.lost:
+            from rollout.store.unit import SqlStore
+
+            _report_lost(SqlStore(context_engine(ctx), ctx.obj.namespace), flag)
         if as_json:
             typer.echo(json.dumps(view.to_json(), indent=2))
             return
@@ -352,15 +355,20 @@ def _print_cost(cost: Any) -> None:
         typer.echo(f"budget    {b.budget}: {b.spent:.4g} of {b.limit:g} ({b.share:.0%})")
 
 
-def _report_lost(info: dict[str, Any]) -> None:
-    """A lost rollout (nobody judges it) is an alert, not just a line: emit `rollout.lost` when Prefect is there."""
-    r = info["rollout"]
-    if not (r and r["lost"] and os.environ.get("PREFECT_API_URL")):
-        return
+def _report_lost(store: Any, flag: str) -> None:
+    """A lost rollout (nobody judges it) is an alert, not just a line: emit `rollout.lost` when Prefect is there,
+    once per lost episode however often `rollout status` is asked (rollout.app.status.tell_if_lost)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return  # nobody to tell; a later status with Prefect configured still tells it
     from rollout.adapters.prefect.automations import emit_lost
+    from rollout.app.status import tell_if_lost
+
+    def tell(record: Any, reason: str) -> None:
+        if not emit_lost(flag, record.id, reason):
+            raise RuntimeError("the Prefect client sent no event")  # unclaimed: the next status tries again
 
     try:
-        emit_lost(info["flag"]["key"], r["id"], f"no controller renewed the lease since {r['lease_expires_at']}")
+        tell_if_lost(store, flag, tell)
     except Exception as exc:  # noqa: BLE001 - status must still print
         typer.echo(f"could not tell Prefect the rollout is lost: {exc}", err=True)
 

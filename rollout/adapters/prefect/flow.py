@@ -31,6 +31,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field, StringConstraints
 
 from rollout.adapters.prefect.forms import plan_from_parameters, plan_or_failure
+from rollout.adapters.prefect.report import bounds_markdown
 from rollout.app.approvals import record_answer
 from rollout.app.loop import Hooks, abort, drive
 from rollout.app.online_evals import GradingRound, grade_online
@@ -39,7 +40,9 @@ from rollout.app.reconcile import CheckResult, RolloutRun, check, claim, run_eva
 from rollout.app.status import StatusView, rollout_status
 from rollout.app.verdicts import display_rows, number
 from rollout.core.controller import Action, Emit, Event, Status
+from rollout.core.plan import Policy
 from rollout.core.policy import stage_name, stage_number
+from rollout.store import rollouts as rollout_store
 from rollout.store.db import make_engine
 from rollout.store.unit import SqlStore
 
@@ -192,8 +195,15 @@ def _name_run(flow_run_id: str, name: str) -> None:
         logging.getLogger("rollout.prefect").info("could not rename the flow run: %s", exc)
 
 
+_LOST_TOLD: set[str] = set()
+"""Flow runs (owners) that already sent `rollout.lost` from this process: the loop sends it when it gives up,
+and then Prefect runs the failure hook, which tries on_abort once more and must not send it twice."""
+
+
 def _emit(run: RolloutRun, event: Emit) -> None:
     """A Prefect event on the flag's resource, with the reason in the payload; automations react to it."""
+    if event.event is Event.LOST:
+        _LOST_TOLD.add(run.owner)
     emit_event(event=event.event.value, resource={"prefect.resource.id": f"rollout.flag.{run.plan.flag}",
                                                   "prefect.resource.name": run.plan.flag},
                payload={"rollout_id": run.rollout_id, **dict(event.payload)})
@@ -273,13 +283,18 @@ def _approval_text(run: RolloutRun, result: CheckResult, stage: str) -> str:
     lines = [f"## Approve stage **{stage}** of `{run.plan.flag}`?", ""]
     if run.notice:
         lines += [f"> **{run.notice}**", ""]
-    lines += [f"{result.step.reason}", "", "Evidence so far (candidate minus baseline; positive = worse):", "",
-              "| metric | estimate | bounds | margin | verdict |", "|---|---|---|---|---|"]
-    for row in display_rows(result.details):
-        lines.append(f"| {row['metric']} | {row['estimate']} | {row['bounds']} | {row['margin']} | {row['verdict']} |")
+    lines += [f"{result.step.reason}", "", "Evidence so far (candidate minus baseline; positive = worse):", ""]
+    # A list, not a table: a table as wide as its five columns needs sideways scrolling in the pause dialog.
+    lines += [metric_line(row) for row in display_rows(result.details)] or ["- no evidence yet"]
     lines += ["", "Choose **approve** to go on or **reject** to roll back. The judge keeps watching: proven harm "
               "rolls back even while this form waits."]
     return "\n".join(lines)
+
+
+def metric_line(row: dict[str, Any]) -> str:
+    """One metric of a verdict in one short markdown line (a row of verdicts.display_rows)."""
+    return (f"- **{row['metric']}**: {row['verdict']}; estimate {row['estimate']}, bounds {row['bounds']}, "
+            f"margin {row['margin']}")
 
 
 # --- the run page: one progress, one summary, one verdict artifact, updated in place ----------------
@@ -320,7 +335,9 @@ class _RunPage:
             self._put("verdict", rows, f"Check {result.sequence}: {result.step.action.value}")
         with self.run.store.transaction() as unit:
             view = rollout_status(unit.session, plan.flag, namespace=self.run.namespace)  # type: ignore[attr-defined]
-        self._put("summary", summary_markdown(view), f"Rollout #{self.run.rollout_id} of {plan.flag}")
+            decisions = rollout_store.decisions(unit.session, self.run.rollout_id)  # type: ignore[attr-defined]
+        chart = bounds_markdown(decisions, f"{plan.flag}: each metric's bounds against its margin")
+        self._put("summary", summary_markdown(view, chart), f"Rollout #{self.run.rollout_id} of {plan.flag}")
 
     def _put(self, what: str, data: Any, description: str) -> None:
         if self.sent.get(what) == data:
@@ -338,8 +355,9 @@ class _RunPage:
             client.update_artifact(self.ids[what], ArtifactUpdate(data=payload, description=description))
 
 
-def summary_markdown(view: StatusView) -> str:
-    """The summary card: the status view (the same one `rollout status` prints) as markdown."""
+def summary_markdown(view: StatusView, chart: str = "") -> str:
+    """The summary card: the status view (the same one `rollout status` prints) as markdown, then `chart`
+    (rollout.adapters.prefect.report.bounds_markdown: each metric's bounds against its margin over the checks)."""
     flag, r = view.flag, view.rollout
     lines = [f"### {flag['key']}: {r.status if r else flag['phase']}", ""]
     if r is not None:
@@ -371,6 +389,9 @@ def summary_markdown(view: StatusView) -> str:
         lines += ["", "Cost over the rollout:", "", "| arm | variant | stratum | metric | total |", "|---|---|---|---|---|"]
         lines += [f"| {c.arm} | {c.variant} | {c.stratum} | {c.metric} | {number(c.total)} |" for c in r.cost.lines]
         lines += [f"- budget {b.budget}: {number(b.spent)} of {b.limit:g} ({b.share:.0%})" for b in r.cost.budgets]
+    if chart:
+        lines += ["", "Bounds over the checks (band: confidence bounds, dashed red: the margin; above it is harm):",
+                  "", chart]
     return "\n".join(lines) + "\n"
 
 
@@ -401,21 +422,86 @@ def _on_abort(flow: Any, flow_run: Any, state: State) -> None:
         return
     namespace = params.get("namespace", "default")
     engine = make_engine(params.get("database_url"))
-    reason = f"flow run {state.name.lower()}: {state.message or 'no message'}"
+    reason = _stop_reason(state)
+    logger = _hook_logger(flow, flow_run)
     try:
         # Only an active rollout this run owns is touched: a refused duplicate, or a rollout that ended
         # (RolledBack is a Failed state too), or one someone else drives now, are left alone.
-        after = abort(SqlStore(engine, namespace), plan, owner=owner, reason=reason)
+        store = SqlStore(engine, namespace)
+        after = abort(store, plan, owner=owner, reason=reason)
+        if after is not None and after.status is Status.ABORTED and after.reason == reason:
+            # One line that says what on_abort did, where the release manager looks (the run's logs, the card).
+            logger.warning(on_abort_line(plan, reason))
+            _refresh_summary(store, plan, owner)
+        elif after is None:
+            logger.warning("%s; on_abort (%s) could not be applied: the database could not be reached, the lease "
+                           "will expire and the next controller takes over", reason, plan.on_abort.value)
     finally:
         engine.dispose()
     try:
-        if after is None:
+        if after is None and owner not in _LOST_TOLD:
+            _LOST_TOLD.add(owner)
             _emit_for(plan.flag, Event.LOST, {"reason": f"{reason}; on_abort could not be applied, the lease will "
                                                         "expire and the next controller takes over"})
         elif after.status is Status.ABORTED and after.reason == reason:
             _emit_for(plan.flag, Event.ABORTED, {"reason": reason, "on_abort": plan.on_abort.value})
     except Exception as exc:  # noqa: BLE001 - the abort itself is done
         print(f"could not emit the abort event: {exc}")
+
+
+def _stop_reason(state: State) -> str:
+    """Why the run stopped, in words: "flow run cancelled", "flow run crashed (the process was killed)".
+
+    The cancellation hook runs on entering Cancelling, whose message only repeats it ("Flow run was cancelled."),
+    so a message is kept only when it says more than the state's name."""
+    name = {"cancelling": "cancelled"}.get(state.name.lower(), state.name.lower())
+    message = (state.message or "").strip()
+    return f"flow run {name}" + (f" ({message})" if message and name not in message.lower() else "")
+
+
+def on_abort_line(plan: Any, reason: str) -> str:
+    """What the plan's on_abort did, in words (no traceback follows it)."""
+    if plan.on_abort is Policy.ROLLBACK:
+        done = (f"the flag {plan.flag} serves everyone the baseline ({plan.baseline}) again")
+    else:
+        done = (f"the flag {plan.flag} keeps its allocations but nobody judges it any more; roll back by hand "
+                f"with `rollout rollback {plan.flag}` or start a new run")
+    return f"{reason}: the rollout is aborted and the plan's on_abort ({plan.on_abort.value}) was applied: {done}"
+
+
+def _hook_logger(flow: Any, flow_run: Any) -> Any:
+    """The run's logger (its lines show on the run page) even where a hook runs outside the run's context."""
+    try:
+        from prefect.logging.loggers import flow_run_logger
+
+        return flow_run_logger(flow_run, flow)
+    except Exception:  # noqa: BLE001 - a hook called with stand-ins (tests) or without Prefect's logging
+        return logging.getLogger("rollout.prefect")
+
+
+def _refresh_summary(store: SqlStore, plan: Any, flow_run_id: str) -> None:
+    """The run's summary card, redrawn after the hook's abort, so it no longer shows the rollout as running."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactUpdate
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        with store.transaction() as unit:
+            view = rollout_status(unit.session, plan.flag, namespace=store.namespace)  # type: ignore[attr-defined]
+            decisions = rollout_store.decisions(unit.session, view.rollout.id) if view.rollout else []  # type: ignore[attr-defined]
+        text = summary_markdown(view, bounds_markdown(decisions, f"{plan.flag}: each metric's bounds against its margin"))
+        with get_client(sync_client=True) as client:
+            cards = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[_key(plan.flag, "summary")]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+            for card in cards:
+                client.update_artifact(card.id, ArtifactUpdate(data=text))
+    except Exception as exc:  # noqa: BLE001 - a view only; the abort is done
+        print(f"could not update the summary card: {exc}")
 
 
 def _emit_for(flag: str, event: Event, payload: dict[str, Any]) -> None:

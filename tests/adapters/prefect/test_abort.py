@@ -83,6 +83,34 @@ def test_cancelling_a_paused_served_run_rolls_the_flag_back(
         assert record.state.status.value == "aborted", (tmp_path / "serve.log").read_text()[-3000:]
         assert flag.phase.value == "rolled_back" and set(flag.allocations.values()) == {0}
         assert "cancel" in record.state.reason.lower()
+        # and the run's own logs say in one line what on_abort did, and its summary card shows the rollout aborted
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            ArtifactFilterKey,
+            LogFilter,
+            LogFilterFlowRunId,
+        )
+
+        def said() -> tuple[list[str], str]:
+            with get_client(sync_client=True) as prefect:
+                logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[record.flow_run_id])))
+                cards = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["rollout-summarizer-summary"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[record.flow_run_id])))
+            return [log.message for log in logs if "was applied" in log.message], " ".join(str(c.data) for c in cards)
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines, card = said()
+            if lines and "summarizer: aborted" in card:
+                break
+            time.sleep(1)
+        lines, card = said()
+        assert lines == ["flow run cancelled: the rollout is aborted and the plan's on_abort (rollback) was applied: "
+                         "the flag summarizer serves everyone the baseline (current) again"], (
+            lines, (tmp_path / "serve.log").read_text()[-3000:])
+        assert "summarizer: aborted" in card, card[:500]
     finally:
         from examples.demo import stop_serving
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
@@ -82,6 +83,58 @@ def test_a_failed_or_crashed_run_with_users_on_the_candidate_applies_on_abort(en
         flag = flag_store.get_flag(s, "summarizer")
     assert record.state.status is Status.ABORTED and "crashed" in record.state.reason
     assert flag.phase.value == "rolled_back" and flag.shadow_bp == 0
+
+
+@pytest.mark.parametrize(("on_abort", "says"), [("rollback", "serves everyone the baseline (current) again"),
+                                                ("hold", "keeps its allocations but nobody judges it any more")])
+def test_a_cancelled_run_says_in_one_line_what_on_abort_did(engine: Engine, db_url: str, on_abort: str, says: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    # Given a rollout in its shadow stage, owned by flow run X, whose plan says what to do on abort
+    run_id = uuid4()
+    document = {**plan(), "on_abort": on_abort}
+    claim(engine, load_plan(document), document, owner=str(run_id), actor="alice", flow_run_id=str(run_id))
+    # When the release manager cancels the run in the UI and Prefect runs the cancellation hook
+    with caplog.at_level(logging.INFO):
+        _on_abort(None, _FlowRun(run_id, {"plan": document, "database_url": db_url}),
+                  _State("Cancelling", "Flow run was cancelled."))  # what Prefect 3.9 passes the hook
+    # Then one WARNING line, without a traceback, names the cancellation, the policy and what it did
+    lines = [r for r in caplog.records if "on_abort" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+    assert lines[0].getMessage() == (f"flow run cancelled: the rollout is aborted and the "
+                                     f"plan's on_abort ({on_abort}) was applied: the flag summarizer {says}"
+                                     + ("" if on_abort == "rollback" else
+                                        "; roll back by hand with `rollout rollback summarizer` or start a new run"))
+
+
+def test_the_failure_hook_after_the_loop_gave_up_does_not_tell_the_loss_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from rollout.adapters.prefect import flow as rollout_flow
+    from rollout.core.controller import Emit, Event
+
+    sent: list[Event] = []
+    monkeypatch.setattr(rollout_flow, "_emit_for", lambda flag, event, payload: sent.append(event))
+    with socket.socket() as s:  # a port nobody listens on: the database is unreachable
+        s.bind(("127.0.0.1", 0))
+        dead = f"postgresql+psycopg://postgres@127.0.0.1:{s.getsockname()[1]}/test?connect_timeout=1"
+    document = {**plan(), "check_interval": "1s"}
+    # Given a flow run whose loop could not reach the database to abort, and so sent rollout.lost itself
+    run_id = uuid4()
+    run = SimpleNamespace(owner=str(run_id), rollout_id=1, plan=load_plan(document))
+    monkeypatch.setattr(rollout_flow, "emit_event", lambda **kw: None)
+    rollout_flow._emit(run, Emit(Event.LOST, {"reason": "database unreachable"}))  # type: ignore[arg-type]
+    # When Prefect runs the failure hook, which tries on_abort once more, still without a database
+    started = time.monotonic()
+    _on_abort(None, _FlowRun(run_id, {"plan": document, "database_url": dead}), _State("Failed", "lost"))
+    # Then it gave up after about one lease, and sent no second rollout.lost
+    assert time.monotonic() - started < 60 and sent == []
+    # while a run that had not told it yet (it crashed before its loop could) does tell it
+    _on_abort(None, _FlowRun(uuid4(), {"plan": document, "database_url": dead}), _State("Crashed", "killed"))
+    assert sent == [Event.LOST]
 
 
 def test_the_hook_leaves_alone_a_rollout_another_run_owns(engine: Engine, db_url: str) -> None:

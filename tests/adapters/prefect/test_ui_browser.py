@@ -135,6 +135,17 @@ def runs_of(deployment: Any) -> list[tuple[str, str, str | None]]:
     return [(r.name, r.state.name if r.state else "-", r.state.message if r.state else None) for r in runs]
 
 
+SIDEWAYS_SCROLLERS = """
+    const root = arguments[0], wide = [];
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+        const overflow = getComputedStyle(el).overflowX;
+        if ((overflow === 'auto' || overflow === 'scroll') && el.scrollWidth > el.clientWidth + 1)
+            wide.push(`${el.tagName}.${el.className} ${el.scrollWidth}>${el.clientWidth}`);
+    }
+    return wide;"""
+"""The elements under arguments[0] that would make a person scroll sideways to read them."""
+
+
 def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(none)"
 
@@ -239,6 +250,13 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     click(browser, "Resume")
     modal = browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]")
     shoot(browser, "3-approval-form")
+    # Then the form shows one short line per metric (verdict, estimate, bounds, margin), readable without
+    # scrolling sideways: no wide table
+    metric_lines = [li.get_attribute("textContent").strip() for li in modal.find_elements(By.TAG_NAME, "li")]
+    assert any(line.startswith("error:") and all(word in line for word in ("estimate", "bounds", "margin"))
+               for line in metric_lines), metric_lines
+    assert not modal.find_elements(By.TAG_NAME, "table")
+    assert browser.execute_script(SIDEWAYS_SCROLLERS, modal) == []
     click(modal, "Submit")
     time.sleep(2)
     # Then the form is refused and nothing moves
@@ -294,4 +312,12 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     browser.get(f"{ui}/artifacts/artifact/{summary.id}")
     wait_until(lambda: "promoted" in browser.page_source, 60, "the summary artifact")
     shoot(browser, "7-summary-artifact")
+    # and the card ends with the chart of each metric's bounds against its margin, an image the UI loaded
+    chart = wait_until(lambda: browser.find_elements(By.XPATH, "//img[starts-with(@src,'data:image/png;base64,')]"),
+                       30, "the bounds chart in the summary card")[0]
+    wait_until(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart),
+               30, "the chart to load")
+    assert browser.execute_script("return arguments[0].naturalWidth", chart) > 0
+    assert browser.execute_script("return arguments[0].getBoundingClientRect().width", chart) > 200
+    chart.screenshot(str(OUT / "8-summary-chart.png"))  # the chart alone, as the UI drew it
     engine.dispose()
