@@ -119,7 +119,7 @@ class RolloutClient:
         self._keys.load()
         self._keys_tried = time.monotonic()
         # Exposure rows are keyed with the namespace's UNIT secret, like outcomes, so the judge joins them.
-        self._exposures = ExposureCounts(lambda rows: upsert_exposures(self._engine, rows),
+        self._exposures = ExposureCounts(lambda source, seq, rows: upsert_exposures(self._engine, source, seq, rows),
                                          lambda: self._snapshot.ids,
                                          lambda _salt, unit: _unit_hash(self.unit_key(), unit),
                                          capacity=buffer_size * 2, batch_size=batch_size)

@@ -230,19 +230,26 @@ ANSWERS = [Assignment("f", c.variant, c.stratum, False, Reason.SPLIT, 1, cell=c)
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(CELLS) - 1), st.integers(0, 30)), max_size=300),
-       st.lists(st.booleans(), min_size=1, max_size=6))
+       st.lists(st.sampled_from(["ok", "down", "reply lost"]), min_size=1, max_size=6))
 def test_every_assignment_is_written_once_whatever_the_write_failures(calls, failures) -> None:  # type: ignore[no-untyped-def]
-    # Given a writer that fails on some attempts
+    # Given a writer that fails on some attempts: before storing (down), or after (the commit reply was lost)
     stored: dict[tuple, int] = {}
+    applied: dict[int, int] = {}  # source -> highest seq stored, as the exposure_sources table keeps it
     attempts = iter(failures)
 
-    def write(rows):  # type: ignore[no-untyped-def]
-        if next(attempts, False):
+    def write(source, seq, rows):  # type: ignore[no-untyped-def]
+        outcome = next(attempts, "ok")
+        if outcome == "down":
             raise OSError("database down")
         assert len({key for key, *_ in rows}) == len(rows)  # unique keys: PostgreSQL's upsert needs that
-        for key, count, first, last in rows:
-            assert first <= last
-            stored[key] = stored.get(key, 0) + count  # what the upsert does
+        if seq > applied.get(source, 0):  # what the upsert does
+            assert seq == applied.get(source, 0) + 1  # batches arrive in order, none skipped
+            applied[source] = seq
+            for key, count, first, last in rows:
+                assert first <= last
+                stored[key] = stored.get(key, 0) + count
+        if outcome == "reply lost":
+            raise OSError("connection lost after COMMIT")
         return len(rows)
 
     counts = ExposureCounts(write, lambda: {"f": 7}, lambda _salt, unit: _unit_hash(b"unit-key", unit))
