@@ -81,6 +81,27 @@ def test_repeat_assignments_become_one_counted_row_per_unit_and_cell(engine: Eng
     assert all(first <= last for first, last in span)
 
 
+def test_shadow_counts_what_it_served_like_assign(engine: Engine, db_url: str) -> None:
+    # Given a flag in a rollout's shadow stage (stage 0), with every unit in the shadow sample
+    flag_id, rollout_id = flag_in_rollout(engine, bp=0, stage=0)
+    with transaction(engine) as s:
+        store.set_shadow(s, "summarizer", 10_000, actor="t")
+    with RolloutClient(db_url, listen=False, refresh_interval=3600) as client:
+        # When unit a's requests go through shadow() three times (free tier) and unit b's twice
+        for unit, times, attributes in (("a", 3, {"tier": "free"}), ("b", 2, None)):
+            for _ in range(times):
+                assert client.shadow("summarizer", unit, str.upper, str.lower, "hi", attributes=attributes) == "HI"
+        assert client.shadow_stats.sampled == 5
+        assert client.flush(timeout=30)
+    # Then each unit's exposures to the baseline it was served are counted, one row per unit and cell
+    key = UnitKeys(engine).get("default")
+    with Session(engine) as s:
+        assert exposure_counts(s, flag_id) == {
+            (flag_id, rollout_id, 0, "current", "free", _unit_hash(key, "a")): 3,
+            (flag_id, rollout_id, 0, "current", "default", _unit_hash(key, "b")): 2,
+        }
+
+
 def test_flags_without_a_rollout_count_no_exposures(engine: Engine, db_url: str) -> None:
     # Given a flag with an allocation but no rollout
     with transaction(engine) as s:

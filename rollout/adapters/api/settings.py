@@ -63,6 +63,10 @@ class ApiSettings(BaseSettings):
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
     exposure_horizon: float = 7 * 24 * 3600.0
     """Seconds after it was issued that an exposure token still credits an outcome (as the SDK's setting)."""
+    exposures: bool = True
+    """Count exposures of evaluations served over HTTP and OFREP (flags in a rollout only), as the SDK does."""
+    exposure_flush_interval: float = Field(1.0, gt=0)
+    """Seconds between writes of the exposure counts gathered in memory."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:
