@@ -164,7 +164,8 @@ def main(argv=None) -> int:
     ]
     for label, runs in timings.items():
         med = statistics.median(runs)
-        lines.append(f"| {label} | {med:.3f} | {min(runs):.3f} | {max(runs):.3f} | {'yes' if med < 1 else '**no**'} |")
+        met = "n/a (--quick size)" if args.quick else "yes" if med < 1 else "**no**"
+        lines.append(f"| {label} | {med:.3f} | {min(runs):.3f} | {max(runs):.3f} | {met} |")
     lines += ["", f"judge() on that evidence (5 metric specs, 3 strata, 4 stages): {judge_ms:.2f} ms,"
               f" decision `{verdict.decision}`: {verdict.reason}", ""]  # fmt: skip
     md = "\n".join(lines)
