@@ -8,8 +8,11 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from rollout.errors import StoreUnavailableError
+from rollout.store.db import make_engine
 from rollout.store.exposures import exposure_counts, upsert_exposures
 from rollout.store.models import Exposure
+from tests.harness.tcp_proxy import TcpProxy
 
 A = (1, 3, 2, "current", "free", -42)
 B = (1, 3, 2, "new-model", "free", 2**62)
@@ -55,3 +58,25 @@ def test_a_replayed_batch_adds_nothing(engine: Engine, replayed: int) -> None:
     assert upsert_exposures(engine, 78, 1, [(B, 1, 500.0, 500.0)]) == 1
     with Session(engine) as s:
         assert exposure_counts(s, 1) == {A: 7, B: 5}
+
+
+@pytest.mark.postgres
+def test_a_batch_whose_commit_reply_was_lost_is_added_once_when_retried(_postgres_db: str,
+                                                                        pg_proxy: tuple[TcpProxy, str]) -> None:
+    # Given a writer whose next commit is stored but whose reply is lost on the way back
+    proxy, url = pg_proxy
+    through = make_engine(url)
+    rows = [(A, 5, 100.0, 200.0), (B, 1, 150.0, 150.0)]
+    proxy.cut_budget = 1
+    proxy.set_mode("cut_after_commit")
+    # When it sends batch 1, hears a fault, and sends batch 1 again (as the SDK's flusher does)
+    with pytest.raises(StoreUnavailableError):
+        upsert_exposures(through, 9, 1, rows)
+    assert proxy.commits_cut == 1
+    assert upsert_exposures(through, 9, 1, rows) == 0
+    through.dispose()
+    # Then the counts were added once
+    direct = make_engine(_postgres_db)  # straight to the database, not through the proxy
+    with Session(direct) as s:
+        assert exposure_counts(s, 1) == {A: 5, B: 1}
+    direct.dispose()
