@@ -120,7 +120,7 @@ class RolloutClient:
         self._keys.load()
         self._keys_tried = time.monotonic()
         # Exposure rows are keyed with the namespace's UNIT secret, like outcomes, so the judge joins them.
-        self._exposures = ExposureCounts(lambda rows: upsert_exposures(self._engine, rows),
+        self._exposures = ExposureCounts(lambda source, seq, rows: upsert_exposures(self._engine, source, seq, rows),
                                          lambda: self._snapshot.ids,
                                          lambda _salt, unit: _unit_hash(self.unit_key(), unit),
                                          capacity=buffer_size * 2, batch_size=batch_size)
@@ -322,6 +322,14 @@ class RolloutClient:
             raise FlagNotFoundError(cell.flag, "deleted since it was assigned")
         return served_of(cell, flag_id, _unit_hash(self.unit_key(), validate_unit(what.unit_id)), time.time())
 
+    def _count_served(self, answer: Assignment, unit_id: str) -> None:
+        """Count one exposure of what was served, as assign() does inline (shadow() serves the baseline's answer)."""
+        cell = answer.cell
+        if cell is not None and cell.rollout_id and self._count_exposures:
+            exposure = _new_tuple(Exposure, (answer, unit_id))
+            counts = self._exposures.counts
+            counts[exposure] = counts.get(exposure, 0) + 1
+
     def _background_tick(self) -> None:
         """Runs on the outcome flusher's thread every round: exposure counts out, signing keys in."""
         if not self._keys.loaded and time.monotonic() - self._keys_tried > 5.0:
@@ -376,8 +384,11 @@ class RolloutClient:
         """
         try:
             compiled = self._snapshot.flags.get(flag)
-            sampled = (compiled is not None and compiled.state.phase is _SHADOW
-                       and compiled.evaluate(unit_id, attributes).in_shadow)
+            sampled = False
+            if compiled is not None:
+                answer = compiled.evaluate(unit_id, attributes)
+                self._count_served(answer, unit_id)
+                sampled = compiled.state.phase is _SHADOW and answer.in_shadow
         except Exception:  # noqa: BLE001 - like assign(): a fault here means no shadow run, never an error
             sampled = False
         if not sampled:
@@ -409,8 +420,11 @@ class RolloutClient:
         """
         try:
             compiled = self._snapshot.flags.get(flag)
-            sampled = (compiled is not None and compiled.state.phase is _SHADOW
-                       and compiled.evaluate(unit_id, attributes).in_shadow)
+            sampled = False
+            if compiled is not None:
+                answer = compiled.evaluate(unit_id, attributes)
+                self._count_served(answer, unit_id)
+                sampled = compiled.state.phase is _SHADOW and answer.in_shadow
         except Exception:  # noqa: BLE001 - see shadow()
             sampled = False
         if not sampled:

@@ -7,10 +7,13 @@ every tick: it swaps in a fresh dictionary, turns the old one into one row per
 (flag, rollout, stage, variant, stratum, unit hash) with its count, and upserts
 them (`rollout.store.exposures`). `first_at`/`last_at` are the edges of the
 window a count was gathered in (one flush interval), which is all the judge
-needs and saves a clock read per call. If the database is down the rows are
-kept, merged with newer counts (so an outage grows them by units, not
-requests), and retried next tick; past `capacity` rows, new units are dropped
-and counted.
+needs and saves a clock read per call. Rows are written in batches numbered
+per counter (source, seq), in order; a batch, once numbered, is retried
+unchanged until it is stored, so a retry after a lost commit reply is
+recognised by the store and adds nothing. If the database is down that batch
+waits and newer counts are merged into the rows not yet batched (so an outage
+grows them by units, not requests); past `capacity` rows, new units are
+dropped and counted.
 
 An increment that races the swap (a thread paused between reading the old
 dictionary and writing to it) lands in a dictionary already retired; the
@@ -46,7 +49,7 @@ from rollout.core import Cell, Exposure
 from rollout.core.outcome import validate_metrics
 from rollout.errors import ExposureExpiredError, InvalidExposureError
 from rollout.store.exposures import ExposureKey, ExposureRow
-from rollout.store.outcomes import OutcomeEntry
+from rollout.store.outcomes import OutcomeEntry, new_source
 from rollout.store.secrets import EXPOSURE, all_secrets, current_secret
 
 log = logging.getLogger("rollout.client")
@@ -60,9 +63,14 @@ FUTURE_SLACK = 300.0  # another process's clock may run ahead by this much
 # --- counting ---------------------------------------------------------------------
 
 class ExposureCounts:
-    """The SDK's exposure buffer: counts per (cell, unit), written as upserts by the flusher's thread."""
+    """The SDK's exposure buffer: counts per (cell, unit), written as upserts by the flusher's thread.
 
-    def __init__(self, write: Callable[[Sequence[ExposureRow]], int], flag_ids: Callable[[], Mapping[str, int]],
+    `write(source, seq, rows)` stores one numbered batch (`upsert_exposures`).
+    The HTTP service keeps one of these per namespace, fed by its evaluations.
+    """
+
+    def __init__(self, write: Callable[[int, int, Sequence[ExposureRow]], int],
+                 flag_ids: Callable[[], Mapping[str, int]],
                  unit_hash: UnitHash, *, capacity: int = 200_000, batch_size: int = 5_000) -> None:
         self.counts: dict[Exposure, int] = {}
         self._write = write
@@ -70,7 +78,10 @@ class ExposureCounts:
         self._unit_hash = unit_hash
         self._capacity = capacity
         self._batch_size = batch_size
-        self._pending: dict[ExposureKey, list] = {}  # key -> [count, first_at, last_at]
+        self._pending: dict[ExposureKey, list] = {}  # key -> [count, first_at, last_at]: not numbered yet
+        self.source = new_source()
+        self._seq = 0
+        self._batch: tuple[int, list[ExposureRow]] | None = None  # numbered, not stored yet: retried as it is
         self._since = time.time()
         self._lock = threading.Lock()  # one writer at a time: the flusher's tick or a caller's flush()
         self.written = 0       # rows upserted
@@ -80,7 +91,8 @@ class ExposureCounts:
         self.last_error: str | None = None
 
     def __len__(self) -> int:
-        return len(self.counts) + len(self._pending)
+        batch = self._batch
+        return len(self.counts) + len(self._pending) + (len(batch[1]) if batch is not None else 0)
 
     def write_pending(self) -> bool:
         """Move what was counted into rows and try once to store them. Never raises; True if nothing is left."""
@@ -129,18 +141,21 @@ class ExposureCounts:
 
     def _store(self) -> bool:
         pending = self._pending
-        while pending:
-            keys = list(pending)[: self._batch_size]
-            rows = [(k, *pending[k]) for k in keys]
+        while self._batch is not None or pending:
+            if self._batch is None:
+                keys = list(pending)[: self._batch_size]
+                self._seq += 1
+                self._batch = (self._seq, [(k, *pending.pop(k)) for k in keys])  # type: ignore[misc]
+            seq, rows = self._batch
             try:
-                self._write(rows)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - any database fault: keep the rows, retry next tick
+                self._write(self.source, seq, rows)
+            except Exception as exc:  # noqa: BLE001 - any database fault: keep the batch as it is, retry next tick
                 self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning("rollout: storing %d exposure rows failed, retrying: %s", len(pending), self.last_error)
+                log.warning("rollout: storing %d exposure rows failed, retrying: %s", len(self), self.last_error)
                 return False
-            for k in keys:
-                del pending[k]
+            self._batch = None
+            # A replay the store recognised (it returns 0) was counted when it was first stored: count it here once.
             self.written += len(rows)
             self.exposures += sum(r[1] for r in rows)
         return True

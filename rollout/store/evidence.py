@@ -114,6 +114,10 @@ def load_evidence(
         # The per-unit hash aggregate spills to disk at the default 4 MB (measured 3x slower at 100k
         # units); this transaction only.
         session.execute(text("SET LOCAL work_mem = '64MB'"))
+        # JIT compiling these wide aggregates cost more than it saved: EXPLAIN ANALYZE on bench/evidence.py's
+        # table (1M outcomes, 100k units) showed 0.8 s of JIT emission in a 6 s query (JIT pays off on
+        # CPU-bound scans of many millions of rows, not on a hash aggregate of half a million groups).
+        session.execute(text("SET LOCAL jit = off"))
     sums = _unit_sums(session, where, stage_list, series)
     raw: dict[tuple[str, str, str, int], ArmStats] = {}
     clusters: dict[tuple[str, str, str, str], UnitSums] = {}

@@ -248,6 +248,20 @@ class Exposure(Base):
     last_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ExposureSource(Base):
+    """The highest exposure batch stored per writer: what makes a retried batch count once.
+
+    A writer (an SDK client, the HTTP service) stores its batches in order, so
+    one row per writer is enough; see `rollout.store.exposures`.
+    """
+
+    __tablename__ = "exposure_sources"
+
+    source: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class NamespaceSecret(Base):
     """A per-namespace secret that no API returns, by purpose and version.
 

@@ -81,6 +81,27 @@ def test_repeat_assignments_become_one_counted_row_per_unit_and_cell(engine: Eng
     assert all(first <= last for first, last in span)
 
 
+def test_shadow_counts_what_it_served_like_assign(engine: Engine, db_url: str) -> None:
+    # Given a flag in a rollout's shadow stage (stage 0), with every unit in the shadow sample
+    flag_id, rollout_id = flag_in_rollout(engine, bp=0, stage=0)
+    with transaction(engine) as s:
+        store.set_shadow(s, "summarizer", 10_000, actor="t")
+    with RolloutClient(db_url, listen=False, refresh_interval=3600) as client:
+        # When unit a's requests go through shadow() three times (free tier) and unit b's twice
+        for unit, times, attributes in (("a", 3, {"tier": "free"}), ("b", 2, None)):
+            for _ in range(times):
+                assert client.shadow("summarizer", unit, str.upper, str.lower, "hi", attributes=attributes) == "HI"
+        assert client.shadow_stats.sampled == 5
+        assert client.flush(timeout=30)
+    # Then each unit's exposures to the baseline it was served are counted, one row per unit and cell
+    key = UnitKeys(engine).get("default")
+    with Session(engine) as s:
+        assert exposure_counts(s, flag_id) == {
+            (flag_id, rollout_id, 0, "current", "free", _unit_hash(key, "a")): 3,
+            (flag_id, rollout_id, 0, "current", "default", _unit_hash(key, "b")): 2,
+        }
+
+
 def test_flags_without_a_rollout_count_no_exposures(engine: Engine, db_url: str) -> None:
     # Given a flag with an allocation but no rollout
     with transaction(engine) as s:
@@ -230,19 +251,26 @@ ANSWERS = [Assignment("f", c.variant, c.stratum, False, Reason.SPLIT, 1, cell=c)
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(CELLS) - 1), st.integers(0, 30)), max_size=300),
-       st.lists(st.booleans(), min_size=1, max_size=6))
+       st.lists(st.sampled_from(["ok", "down", "reply lost"]), min_size=1, max_size=6))
 def test_every_assignment_is_written_once_whatever_the_write_failures(calls, failures) -> None:  # type: ignore[no-untyped-def]
-    # Given a writer that fails on some attempts
+    # Given a writer that fails on some attempts: before storing (down), or after (the commit reply was lost)
     stored: dict[tuple, int] = {}
+    applied: dict[int, int] = {}  # source -> highest seq stored, as the exposure_sources table keeps it
     attempts = iter(failures)
 
-    def write(rows):  # type: ignore[no-untyped-def]
-        if next(attempts, False):
+    def write(source, seq, rows):  # type: ignore[no-untyped-def]
+        outcome = next(attempts, "ok")
+        if outcome == "down":
             raise OSError("database down")
         assert len({key for key, *_ in rows}) == len(rows)  # unique keys: PostgreSQL's upsert needs that
-        for key, count, first, last in rows:
-            assert first <= last
-            stored[key] = stored.get(key, 0) + count  # what the upsert does
+        if seq > applied.get(source, 0):  # what the upsert does
+            assert seq == applied.get(source, 0) + 1  # batches arrive in order, none skipped
+            applied[source] = seq
+            for key, count, first, last in rows:
+                assert first <= last
+                stored[key] = stored.get(key, 0) + count
+        if outcome == "reply lost":
+            raise OSError("connection lost after COMMIT")
         return len(rows)
 
     counts = ExposureCounts(write, lambda: {"f": 7}, lambda _salt, unit: _unit_hash(b"unit-key", unit))

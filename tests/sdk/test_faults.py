@@ -18,7 +18,7 @@ from rollout import RolloutClient
 from rollout.errors import ClientClosedError
 from rollout.store import flags as store
 from rollout.store.db import ConnectionSettings, make_engine, transaction
-from rollout.store.models import Outcome
+from rollout.store.models import Flag, Outcome, Rollout, utcnow
 from tests.harness.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -76,6 +76,32 @@ def test_lost_commit_replies_store_every_outcome_exactly_once(direct: Engine, pg
     rows, keys, extra = _counts(direct)
     assert (keys, rows, extra) == (3_000, 6_000, 0)
     assert stats.outcomes_accepted == stats.outcomes_written == 3_000 and stats.outcomes_dropped == 0
+
+
+def test_lost_commit_replies_count_every_exposure_exactly_once(direct: Engine, pg_proxy) -> None:  # type: ignore[no-untyped-def]
+    # Given a flag in a running rollout, and a client whose next 5 commits are stored but their replies lost
+    proxy, url = pg_proxy
+    with transaction(direct) as s:
+        flag_id = s.scalar(select(Flag.id).where(Flag.key == "summarizer"))
+        s.add(Rollout(flag_id=flag_id, active_flag_id=flag_id, plan={}, status="running", stage_index=1,
+                      started_by="t", lease_owner="t", started_at=utcnow(), updated_at=utcnow()))
+    client = _client(url, batch_size=100)
+    proxy.cut_budget = 5
+    proxy.set_mode("cut_after_commit")
+    # When 1,000 units are assigned 3 times each (exposure batches of 100 rows) and the client flushes
+    for _ in range(3):
+        for i in range(1_000):
+            client.assign("summarizer", f"user-{i}")
+    assert client.flush(timeout=120)
+    stats = client.stats
+    client.close()
+    # Then replies were lost and batches retried, yet every unit has one row counting exactly its 3 exposures
+    assert proxy.commits_cut == 5
+    assert stats.write_errors >= 5
+    with direct.connect() as conn:
+        counts = conn.execute(text("SELECT count, count(*) FROM exposures GROUP BY count")).all()
+    assert counts == [(3, 1_000)]
+    assert stats.exposure_rows_written >= 1_000 and stats.exposures_dropped == 0
 
 
 def test_connection_resets_lose_nothing_and_store_nothing_twice(direct: Engine, pg_proxy) -> None:  # type: ignore[no-untyped-def]

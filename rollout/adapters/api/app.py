@@ -26,6 +26,7 @@ from starlette.responses import Response
 from rollout.adapters.api.auth import TokenCache
 from rollout.adapters.api.common import SCHEMAS, ServiceState, error
 from rollout.adapters.api.errors import error_response
+from rollout.adapters.api.exposures import ExposureWriter
 from rollout.adapters.api.fastlane import FastLane
 from rollout.adapters.api.limits import EdgeLimitMiddleware
 from rollout.adapters.api.metrics import Metrics, TimingMiddleware
@@ -79,10 +80,13 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
         snapshot.refresh(force=True)
         refresher = Refresher(snapshot, interval=settings.refresh_interval, listen=settings.listen,
                               timeout=settings.refresh_timeout)
+        exposures = ExposureWriter(state)
+        exposures.start()
         try:
             yield
         finally:
             refresher.stop()
+            exposures.stop()
             if owns_engine:
                 engine.dispose()
 

@@ -84,6 +84,8 @@ class ServiceState:
     unit_keys: UnitKeys  # each namespace's UNIT secret, read once: stored unit hashes are keyed with it
     # namespace -> (its exposure-token keys, when loading them was last tried); see api/exposures.py
     exposure_keys: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    # namespace -> the exposure counts of evaluations served to it, written by ExposureWriter; see api/exposures.py
+    exposure_counts: dict[str, Any] = field(default_factory=dict)
 
 
 def service(request: Request) -> ServiceState:

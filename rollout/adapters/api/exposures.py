@@ -1,4 +1,12 @@
-"""Exposure tokens over HTTP: `POST /v1/evaluate` issues them, `POST /v1/outcomes` items may carry one.
+"""Exposures over HTTP: counted for every evaluation served, and tokens (`POST /v1/evaluate` issues them,
+`POST /v1/outcomes` items may carry one).
+
+Counting is the SDK's: each namespace has one `ExposureCounts` (the same
+counter, the same numbered exactly-once batches), the handlers add one per
+evaluation of a flag in a rollout on the event loop (a dictionary increment),
+and `ExposureWriter`'s thread writes the counts every
+`exposure_flush_interval` seconds and once more at shutdown. While the
+database is down the counts wait in memory, growing by units, not requests.
 
 The service signs and verifies with the same per-namespace keys and the same
 code as the SDK (`rollout.sdk.exposures`), so a token issued over HTTP can be
@@ -9,17 +17,22 @@ carry no token (evaluation itself never fails) and token outcomes get a 503.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from rollout.adapters.api.common import ServiceState
-from rollout.core import Assignment
+from rollout.core import Assignment, Exposure
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError, StoreUnavailableError
 from rollout.sdk.outcomes import _unit_hash
-from rollout.sdk.exposures import ExposureKeys, Served, served_entry, served_of
+from rollout.sdk.exposures import ExposureCounts, ExposureKeys, Served, served_entry, served_of
+from rollout.store.exposures import upsert_exposures
 from rollout.store.outcomes import OutcomeEntry
+
+log = logging.getLogger("rollout.api")
 
 _RETRY_AFTER = 5.0  # seconds between attempts to read a namespace's keys while the database is down
 
@@ -75,3 +88,72 @@ def exposure_served(keys: ExposureKeys, ids: dict[str, int], token: str, *, hori
     if served.flag_id not in ids.values():
         raise InvalidOutcomeError(str(FlagNotFoundError(f"id {served.flag_id}", "the exposure names a flag that is gone")))
     return served
+
+
+# --- counting ---------------------------------------------------------------------------------
+
+
+def count_exposure(state: ServiceState, namespace: str, answer: Assignment, unit_id: Any) -> None:
+    """Count one evaluation served to `unit_id`, as `RolloutClient.assign()` does (flags in a rollout only)."""
+    cell = answer.cell
+    if cell is None or not cell.rollout_id or not state.settings.exposures:
+        return
+    counter = state.exposure_counts.get(namespace)
+    if counter is None:
+        counter = state.exposure_counts[namespace] = _counter(state, namespace)
+    counts = counter.counts
+    key = Exposure(answer, unit_id)
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _counter(state: ServiceState, namespace: str) -> ExposureCounts:
+    engine = state.engine
+    # The writer reads the UNIT key before gathering (see ExposureWriter), so this lookup is a cache hit.
+    return ExposureCounts(lambda source, seq, rows: upsert_exposures(engine, source, seq, rows),
+                          lambda: state.snapshot.view(namespace).ids,
+                          lambda _salt, unit: _unit_hash(state.unit_keys.get(namespace), unit))
+
+
+class ExposureWriter:
+    """The thread that writes every namespace's exposure counts; `stop()` writes what is left."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self._state = state
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rollout-exposures", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for namespace, counter in list(self._state.exposure_counts.items()):
+            if self._ready(namespace) and not counter.flush(max(0.0, deadline - time.monotonic())):
+                log.warning("rollout: %d exposure rows of namespace %r could not be stored before shutdown: %s",
+                            len(counter), namespace, counter.last_error)
+
+    def write(self) -> None:
+        """One round: every namespace whose UNIT key can be read gets its counts written (never raises)."""
+        for namespace, counter in list(self._state.exposure_counts.items()):
+            if self._ready(namespace):
+                counter.write_pending()
+
+    def _ready(self, namespace: str) -> bool:
+        # Gathering hashes units with the UNIT key: read it first, so a database fault leaves the
+        # counts where they are instead of failing halfway through them.
+        try:
+            self._state.unit_keys.get(namespace)
+        except Exception:  # noqa: BLE001 - the database is down: counts wait in memory
+            return False
+        return True
+
+    def _run(self) -> None:
+        interval = self._state.settings.exposure_flush_interval
+        while not self._stop.wait(interval):
+            try:
+                self.write()
+            except Exception:  # noqa: BLE001 - never let the writer die; the next round retries
+                log.exception("rollout: writing exposure counts failed")

@@ -61,8 +61,13 @@ class ApiSettings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
     exposure_horizon: float = 7 * 24 * 3600.0
     """Seconds after it was issued that an exposure token still credits an outcome (as the SDK's setting)."""
+    exposures: bool = True
+    """Count exposures of evaluations served over HTTP and OFREP (flags in a rollout only), as the SDK does."""
+    exposure_flush_interval: float = Field(1.0, gt=0)
+    """Seconds between writes of the exposure counts gathered in memory."""
     comment_namespaces: str | None = None
     """Namespaces whose feedback comments (POST /v1/feedback `comment`) are stored, comma-separated, or "*";
     none by default: comments are dropped unless a namespace opted in."""

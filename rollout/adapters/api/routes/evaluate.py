@@ -20,7 +20,7 @@ from rollout.adapters.api.common import (
     service,
     validated,
 )
-from rollout.adapters.api.exposures import namespace_keys, token_for, unit_key_of
+from rollout.adapters.api.exposures import count_exposure, namespace_keys, token_for, unit_key_of
 from rollout.adapters.api.models import (
     EVALUATION_REQUEST,
     EvaluationAnswer,
@@ -78,8 +78,10 @@ async def evaluate(request: Request) -> Response:
         for item in body.items:
             a = evaluate_one(flags, missing, item)
             metrics.evaluated(a.reason.value)
+            count_exposure(state, principal.namespace, a, item.unit_id)
             results.append({**assignment_json(a), "exposure": token_for(keys, view.ids, a, item.unit_id, unit_key)})
         return json_response({"results": results})
     a = evaluate_one(flags, missing, body)
     metrics.evaluated(a.reason.value)
+    count_exposure(state, principal.namespace, a, body.unit_id)
     return json_response({**assignment_json(a), "exposure": token_for(keys, view.ids, a, body.unit_id, unit_key)})

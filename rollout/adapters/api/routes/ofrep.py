@@ -40,6 +40,7 @@ from starlette.responses import Response
 
 from rollout.adapters.api.auth import authorize
 from rollout.adapters.api.common import error_responses, json_response, service
+from rollout.adapters.api.exposures import count_exposure
 from rollout.adapters.api.routes.flags import etag_matches
 from rollout.core import Assignment, ErrorCode, Reason
 from rollout.store.tokens import Scope
@@ -182,6 +183,7 @@ async def evaluate_flag(request: Request, key: Annotated[str, Path(max_length=20
         return _not_found(key, f"no flag {key[:100]!r}")
     a = compiled.evaluate(unit_id, attributes)  # type: ignore[arg-type]
     state.metrics.evaluated(a.reason.value)
+    count_exposure(state, principal.namespace, a, unit_id)
     status, body = answer(a)
     return json_response(body, status)
 
@@ -220,6 +222,8 @@ async def evaluate_all(request: Request,
     for compiled in view.flags.values():
         a = compiled.evaluate(unit_id, attributes)  # type: ignore[arg-type]
         state.metrics.evaluated(a.reason.value)
+        # A bulk answer is every flag served to this unit (a browser reads them all), so each counts.
+        count_exposure(state, principal.namespace, a, unit_id)
         results.append(answer(a)[1])
     return json_response({"flags": results}, headers={"ETag": etag})
 
