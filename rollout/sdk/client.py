@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +17,10 @@ from sqlalchemy import Engine
 from rollout.sdk.buffer import CloseResult, OutcomeBuffer
 from rollout.sdk.exposures import DEFAULT_HORIZON, ExposureCounts, ExposureKeys, Served, served_entry, served_of
 from rollout.sdk.outcomes import _unit_hash, outcome_entry
+from rollout.sdk.samples import ONLINE, SampleCapture
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
 from rollout.sdk.snapshot import DEFAULT_REFRESH_TIMEOUT, Refresher, Snapshot
+from rollout.core.online_eval import kept_for_judges
 from rollout.core.outcome import validate_unit
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Exposure, Phase, Reason, bind
 from rollout.core.assignment import error_assignment
@@ -23,6 +28,7 @@ from rollout.errors import ClientClosedError, FlagNotFoundError, InvalidExposure
 from rollout.store.db import make_engine
 from rollout.store.exposures import upsert_exposures
 from rollout.store.outcomes import OutcomeEntry, insert_outcomes
+from rollout.store.retry import aretrying, retrying
 from rollout.store.secrets import UnitKeys
 
 log = logging.getLogger("rollout.client")
@@ -48,6 +54,30 @@ class ClientStats:
     exposure_rows_written: int = 0
     exposure_rows_buffered: int = 0
     exposures_dropped: int = 0
+    calls_fell_back: int = 0        # call()/acall() answers that came from the fallback: the candidate failed
+    samples_kept: int = 0           # samples handed to the capture buffer (capture_samples=True)
+    samples_written: int = 0
+    samples_dropped: int = 0        # buffer full or unstored at close
+    sample_redaction_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What `call()` / `acall()` answered, and how.
+
+    `value` is what the user gets. `variant` is whose code produced it: the
+    assigned variant, the baseline when the candidate failed and the baseline
+    answered instead, None when it came from a fallback value or callable.
+    `fell_back` says the candidate failed (raised, or ran past `timeout`) and
+    `error` what it failed with. `exposure` is what `assign()` served: keep
+    `client.exposure_token(result.exposure)` for feedback that comes later.
+    """
+
+    value: Any
+    exposure: Exposure
+    variant: str | None
+    fell_back: bool = False
+    error: str | None = None
 
 
 class RolloutClient:
@@ -95,12 +125,20 @@ class RolloutClient:
         max_output_chars: int = 2_000,
         exposures: bool = True,
         exposure_horizon: float = DEFAULT_HORIZON,
+        capture_samples: bool = False,
+        call_workers: int = 8,
     ) -> None:
         """`shadow_*`, `store_outputs`, `redact` and `max_output_chars` configure `shadow()`; see its docstring.
 
         `exposures=False` stops counting exposures (the judge then cannot check
         completion). `exposure_horizon` (seconds, default 7 days) is how late an
         outcome recorded with an exposure token is still credited.
+
+        `capture_samples=True` keeps the input and answer of the share of
+        exposures the rollout's online judges grade (see `call()`, `sample()`),
+        and shadow pairs as eval-export samples; redacted by `redact` and cut
+        to `max_output_chars` like shadow outputs. `call_workers` threads run
+        candidates of `call(..., timeout=...)` so the caller can stop waiting.
         """
         if not exposure_horizon > 0:
             raise InvalidOutcomeError(f"exposure_horizon must be a positive number of seconds, got {exposure_horizon!r}")
@@ -128,11 +166,18 @@ class RolloutClient:
             capacity=buffer_size, batch_size=batch_size, flush_interval=flush_interval,
             tick=self._background_tick,
         )
+        self._samples = (SampleCapture(self._engine, redact=redact, max_chars=max_output_chars)
+                         if capture_samples else None)
         self._shadow = ShadowRunner(
             self._buffer.add, unit_key=self.unit_key, engine=self._engine, workers=shadow_workers, queue_size=shadow_queue,
             rate=shadow_rate, retry=shadow_retry, store_outputs=store_outputs, redact=redact,
-            max_output_chars=max_output_chars,
+            max_output_chars=max_output_chars, samples=self._samples,
         )
+        if call_workers < 1:
+            raise ValueError(f"call_workers must be >= 1, got {call_workers!r}")
+        self._call_workers = call_workers
+        self._call_pool: ThreadPoolExecutor | None = None  # started by the first call() with a timeout
+        self._fell_back = 0
         self._closed = False
         atexit.register(self.close)
 
@@ -275,6 +320,9 @@ class RolloutClient:
             return False
         if not self._buffer.flush(None if deadline is None else max(0.0, deadline - time.monotonic())):
             return False
+        if self._samples is not None and not self._samples.flush(
+                None if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
         return self._exposures.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # --- exposures -----------------------------------------------------------------
@@ -401,6 +449,218 @@ class RolloutClient:
         """What happened to shadow runs: how many were paired, skipped (and why), failed or timed out."""
         return self._shadow.stats
 
+    # --- guarded calls and samples -------------------------------------------------
+
+    def call(
+        self,
+        flag: str,
+        unit_id: str,
+        *,
+        baseline: Callable[[Any], Any],
+        candidate: Callable[[Any], Any],
+        input: Any,  # noqa: A002 - the model's input; the name the docs and the plan use
+        timeout: float | None = None,
+        retries: int = 0,
+        fallback: Any = "baseline",
+        attributes: Mapping[str, Any] | None = None,
+        category: str | None = None,
+    ) -> CallResult:
+        """Run what the assignment says on `input`, and never let the candidate's failure reach the user.
+
+        * Assigned the baseline: `baseline(input)`.
+        * Assigned the candidate: `candidate(input)`, tried `1 + retries`
+          times on transient faults (the `shadow_retry` predicate and backoff,
+          under the one retry policy), within `timeout` seconds in all (None:
+          no limit, and no thread hand-off). If it raises or runs out of time
+          the user gets `fallback`: "baseline" calls `baseline(input)`, a
+          callable is called with `input`, anything else is the answer.
+        * In a shadow stage: exactly `shadow(flag, unit_id, baseline,
+          candidate, input)` (the user gets the baseline; the candidate runs on
+          the side and the pair is stored), so one call site serves the whole
+          rollout. `timeout` is the shadow run's deadline there.
+
+        While the flag has a rollout, each call records `latency_ms` (what the
+        user waited, fallback included) and `error` (1 when the candidate
+        failed) as outcomes of this exposure: a failed candidate is evidence
+        against the candidate, not a gap. With `capture_samples=True` and
+        online judges in the plan, the input and the answer the user got are
+        kept for the sampled share of units, both arms alike.
+
+        The baseline's own exceptions propagate unchanged (there is nothing
+        left to fall back to), as they would if it were called directly.
+
+            result = client.call("ticket-summarizer", user.id, baseline=small_model, candidate=large_model,
+                                 input=ticket, timeout=5, retries=1, attributes={"tier": user.tier})
+            show(result.value)
+        """
+        exposure = self.assign(flag, unit_id, attributes)
+        compiled = self._snapshot.flags.get(flag) if exposure.cell is not None else None
+        if compiled is not None and compiled.state.phase is _SHADOW:
+            value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
+                                timeout=10.0 if timeout is None else timeout)
+            return CallResult(value, exposure, exposure.variant)
+        t0 = time.perf_counter()
+        if not exposure.is_candidate or compiled is None:
+            try:
+                value = baseline(input)
+            except Exception:
+                self._after_call(compiled, exposure, None, {"error": 1.0}, None, category)
+                raise
+            result = CallResult(value, exposure, exposure.variant)
+        else:
+            try:
+                value = self._guarded(candidate, input, timeout, retries)
+                result = CallResult(value, exposure, exposure.variant)
+            except Exception as exc:  # noqa: BLE001 - the candidate's failure stays here
+                try:
+                    result = self._fall_back(compiled, exposure, fallback, baseline, input, exc, timeout)
+                except Exception:
+                    self._after_call(compiled, exposure, None, {"error": 1.0}, None, category)
+                    raise
+        waited = (time.perf_counter() - t0) * 1e3
+        self._after_call(compiled, exposure, input, {"latency_ms": waited, "error": float(result.fell_back)},
+                         result.value, category)
+        return result
+
+    async def acall(
+        self,
+        flag: str,
+        unit_id: str,
+        *,
+        baseline: Callable[[Any], Any],
+        candidate: Callable[[Any], Any],
+        input: Any,  # noqa: A002
+        timeout: float | None = None,
+        retries: int = 0,
+        fallback: Any = "baseline",
+        attributes: Mapping[str, Any] | None = None,
+        category: str | None = None,
+    ) -> CallResult:
+        """`call()` for asyncio: `baseline` and `candidate` are async functions (a fallback callable may be either).
+
+        The candidate is cancelled at its `timeout`; in a shadow stage this is `ashadow()`.
+        """
+        exposure = self.assign(flag, unit_id, attributes)
+        compiled = self._snapshot.flags.get(flag) if exposure.cell is not None else None
+        if compiled is not None and compiled.state.phase is _SHADOW:
+            value = await self.ashadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
+                                       timeout=10.0 if timeout is None else timeout)
+            return CallResult(value, exposure, exposure.variant)
+        t0 = time.perf_counter()
+        if not exposure.is_candidate or compiled is None:
+            try:
+                value = await baseline(input)
+            except Exception:
+                self._after_call(compiled, exposure, None, {"error": 1.0}, None, category)
+                raise
+            result = CallResult(value, exposure, exposure.variant)
+        else:
+            try:
+                value = await self._aguarded(candidate, input, timeout, retries)
+                result = CallResult(value, exposure, exposure.variant)
+            except Exception as exc:  # noqa: BLE001 - the candidate's failure stays here
+                try:
+                    result = self._fall_back(compiled, exposure, fallback, baseline, input, exc, timeout)
+                    if inspect.isawaitable(result.value):
+                        result = CallResult(await result.value, exposure, result.variant, True, result.error)
+                except Exception:
+                    self._after_call(compiled, exposure, None, {"error": 1.0}, None, category)
+                    raise
+        waited = (time.perf_counter() - t0) * 1e3
+        self._after_call(compiled, exposure, input, {"latency_ms": waited, "error": float(result.fell_back)},
+                         result.value, category)
+        return result
+
+    def sample(self, exposure: Exposure | str, input: Any, output: Any, *,  # noqa: A002
+               category: str | None = None) -> bool:
+        """Keep this input and answer for the online judges, if the unit is in their sample. True if kept.
+
+        For apps that call their models themselves (`call()` does this by
+        itself). `exposure` is what `assign()` returned or its token. Kept
+        only with `capture_samples=True`, while the flag's rollout has online
+        judges and is the rollout that served it, for the share of units
+        their plan samples (the same units in both arms). Bad exposures raise
+        like `record()`; the rest never does.
+        """
+        if self._samples is None:
+            return False
+        served = self._served(exposure)
+        if isinstance(exposure, Exposure) and exposure.cell is not None:
+            key: str | None = exposure.cell.flag
+        else:
+            key = next((k for k, i in self._snapshot.ids.items() if i == served.flag_id), None)
+        compiled = self._snapshot.flags.get(key) if key is not None else None
+        return compiled is not None and self._keep_sample(compiled, served, input, output, category)
+
+    def _keep_sample(self, compiled: CompiledFlag, served: Served, input: Any, output: Any,  # noqa: A002
+                     category: str | None) -> bool:
+        state = compiled.state
+        share = state.online_sample
+        if (share is None or not served.rollout_id or served.rollout_id != state.rollout_id
+                or not kept_for_judges(served.unit_hash, share)):
+            return False
+        assert self._samples is not None
+        self._samples.add(served, ONLINE, input, output, at=time.time(), category=category)
+        return True
+
+    def _after_call(self, compiled: CompiledFlag | None, exposure: Exposure, input: Any,  # noqa: A002
+                    metrics: dict[str, float], output: Any, category: str | None) -> None:
+        """The call's outcomes and sample, while the flag has a rollout. Never raises: the user has the answer."""
+        cell = exposure.cell
+        if compiled is None or cell is None or not cell.rollout_id:
+            return
+        try:
+            served = self._served(exposure)
+            self._buffer.add(served_entry(served, metrics, at=time.time()))
+            if self._samples is not None and "latency_ms" in metrics:
+                self._keep_sample(compiled, served, input, output, category)
+        except Exception as exc:  # noqa: BLE001 - closed, or the flag deleted meanwhile: nothing to credit
+            log.debug("rollout: call() outcome of %r not recorded: %s", cell.flag, exc)
+
+    def _retrying(self, retries: int, timeout: float | None, *, aio: bool = False) -> Any:
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
+        policy = self._shadow.retry  # the candidate's transient faults and backoff, as shadow runs judge them
+        make = aretrying if aio else retrying
+        return make(attempts=retries + 1, deadline=timeout, retry_on=policy.retry_on, initial=policy.base_delay,
+                    maximum=policy.max_delay, jitter=policy.base_delay)
+
+    def _guarded(self, candidate: Callable[[Any], Any], input: Any, timeout: float | None,  # noqa: A002
+                 retries: int) -> Any:
+        """The candidate's answer, or its exception; TimeoutError once `timeout` has passed."""
+        retry = self._retrying(retries, timeout)
+        if timeout is None:
+            return candidate(input) if retries == 0 else retry(candidate, input)
+        pool = self._call_pool
+        if pool is None:
+            pool = self._call_pool = ThreadPoolExecutor(self._call_workers, thread_name_prefix="rollout-call")
+        # On a worker so the caller can stop waiting; a candidate that hangs keeps only that thread.
+        return pool.submit(retry, candidate, input).result(timeout)
+
+    async def _aguarded(self, candidate: Callable[[Any], Any], input: Any, timeout: float | None,  # noqa: A002
+                        retries: int) -> Any:
+        retry = self._retrying(retries, timeout, aio=True)
+        async with asyncio.timeout(timeout):
+            async for attempt in retry:
+                with attempt:
+                    return await candidate(input)
+        raise AssertionError("unreachable: the retry policy re-raises the last error")
+
+    def _fall_back(self, compiled: CompiledFlag, exposure: Exposure, fallback: Any, baseline: Callable[[Any], Any], input: Any,  # noqa: A002
+                   exc: Exception, timeout: float | None) -> CallResult:
+        """The answer the user gets instead of the candidate's (an awaitable, from acall's callables)."""
+        self._fell_back += 1
+        if isinstance(exc, TimeoutError) and timeout is not None:
+            error = f"TimeoutError: no answer within {timeout:g}s"
+        else:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        log.debug("rollout: candidate of %r failed, falling back: %s", exposure.flag, error)
+        if isinstance(fallback, str) and fallback == "baseline":
+            return CallResult(baseline(input), exposure, compiled.state.baseline, True, error)
+        if callable(fallback):
+            return CallResult(fallback(input), exposure, None, True, error)
+        return CallResult(fallback, exposure, None, True, error)
+
     # --- state ---------------------------------------------------------------------
 
     def refresh(self) -> bool:
@@ -422,7 +682,11 @@ class RolloutClient:
             outcomes_unstored_at_close=buf.unstored_at_close,
             last_error=buf.last_error or self._exposures.last_error or snap.last_error,
             exposure_rows_written=self._exposures.written, exposure_rows_buffered=len(self._exposures),
-            exposures_dropped=self._exposures.dropped,
+            exposures_dropped=self._exposures.dropped, calls_fell_back=self._fell_back,
+            samples_kept=self._samples.kept if self._samples else 0,
+            samples_written=self._samples.written if self._samples else 0,
+            samples_dropped=self._samples.dropped if self._samples else 0,
+            sample_redaction_errors=self._samples.redaction_errors if self._samples else 0,
         )
 
     def close(self, timeout: float | None = 30.0) -> CloseResult:
@@ -441,6 +705,10 @@ class RolloutClient:
         atexit.unregister(self.close)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._shadow.close(timeout)
+        if self._call_pool is not None:
+            self._call_pool.shutdown(wait=False, cancel_futures=True)  # a hung candidate keeps only its thread
+        if self._samples is not None:
+            self._samples.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
         result = self._buffer.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if not self._exposures.flush(None if deadline is None else max(0.0, deadline - time.monotonic())):
             log.warning("rollout: %d exposure rows could not be stored before close: %s",
@@ -481,4 +749,4 @@ def _check_pair_id(pair_id: Any) -> None:
         raise InvalidOutcomeError(f"pair_id must be a positive 63-bit integer, got {pair_id!r}")
 
 
-__all__ = ["Assignment", "ClientStats", "Exposure", "Reason", "Retry", "RolloutClient", "ShadowStats", "outcome_entry"]
+__all__ = ["Assignment", "CallResult", "ClientStats", "Exposure", "Reason", "Retry", "RolloutClient", "ShadowStats", "outcome_entry"]
