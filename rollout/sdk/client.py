@@ -493,14 +493,13 @@ class RolloutClient:
                                  input=ticket, timeout=5, retries=1, attributes={"tier": user.tier})
             show(result.value)
         """
-        exposure = self.assign(flag, unit_id, attributes)
-        compiled = self._snapshot.flags.get(flag) if exposure.cell is not None else None
-        if compiled is not None and compiled.state.phase is _SHADOW:
+        exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes)
+        if in_shadow_stage:
             value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
                                 timeout=10.0 if timeout is None else timeout)
             return CallResult(value, exposure, exposure.variant)
         t0 = time.perf_counter()
-        if not exposure.is_candidate or compiled is None:
+        if compiled is None or not exposure.is_candidate:
             try:
                 value = baseline(input)
             except Exception:
@@ -517,9 +516,8 @@ class RolloutClient:
                 except Exception:
                     self._after_call(compiled, exposure, None, {"error": 1.0}, None, category)
                     raise
-        waited = (time.perf_counter() - t0) * 1e3
-        self._after_call(compiled, exposure, input, {"latency_ms": waited, "error": float(result.fell_back)},
-                         result.value, category)
+        self._after_call(compiled, exposure, input, {"latency_ms": (time.perf_counter() - t0) * 1e3,
+                                                     "error": float(result.fell_back)}, result.value, category)
         return result
 
     async def acall(
@@ -540,14 +538,13 @@ class RolloutClient:
 
         The candidate is cancelled at its `timeout`; in a shadow stage this is `ashadow()`.
         """
-        exposure = self.assign(flag, unit_id, attributes)
-        compiled = self._snapshot.flags.get(flag) if exposure.cell is not None else None
-        if compiled is not None and compiled.state.phase is _SHADOW:
+        exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes)
+        if in_shadow_stage:
             value = await self.ashadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
                                        timeout=10.0 if timeout is None else timeout)
             return CallResult(value, exposure, exposure.variant)
         t0 = time.perf_counter()
-        if not exposure.is_candidate or compiled is None:
+        if compiled is None or not exposure.is_candidate:
             try:
                 value = await baseline(input)
             except Exception:
@@ -566,10 +563,16 @@ class RolloutClient:
                 except Exception:
                     self._after_call(compiled, exposure, None, {"error": 1.0}, None, category)
                     raise
-        waited = (time.perf_counter() - t0) * 1e3
-        self._after_call(compiled, exposure, input, {"latency_ms": waited, "error": float(result.fell_back)},
-                         result.value, category)
+        self._after_call(compiled, exposure, input, {"latency_ms": (time.perf_counter() - t0) * 1e3,
+                                                     "error": float(result.fell_back)}, result.value, category)
         return result
+
+    def _route(self, flag: str, unit_id: str, attributes: Mapping[str, Any] | None,
+               ) -> tuple[Exposure, CompiledFlag | None, bool]:
+        """(what assign() serves, the flag it served from or None on an error answer, whether this is shadow)."""
+        exposure = self.assign(flag, unit_id, attributes)
+        compiled = self._snapshot.flags.get(flag) if exposure.cell is not None else None
+        return exposure, compiled, compiled is not None and compiled.state.phase is _SHADOW
 
     def sample(self, exposure: Exposure | str, input: Any, output: Any, *,  # noqa: A002
                category: str | None = None) -> bool:
