@@ -26,7 +26,9 @@ from rollout.core.online_eval import kept_for_judges
 from rollout.core.outcome import validate_unit
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Exposure, Phase, Reason, bind
 from rollout.core.assignment import error_assignment
-from rollout.errors import ClientClosedError, FlagNotFoundError, InvalidExposureError, InvalidOutcomeError
+from rollout.errors import (
+    ClientClosedError, FlagNotFoundError, InvalidExposureError, InvalidInputError, InvalidOutcomeError,
+)
 from rollout.store.db import make_engine
 from rollout.store.exposures import upsert_exposures
 from rollout.store.outcomes import OutcomeEntry, insert_outcomes
@@ -498,7 +500,7 @@ class RolloutClient:
                                  input=ticket, timeout=5, retries=1, attributes={"tier": user.tier})
             show(result.value)
         """
-        exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes)
+        exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes, timeout, retries)
         if in_shadow_stage:
             value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
                                 timeout=10.0 if timeout is None else timeout)
@@ -543,7 +545,7 @@ class RolloutClient:
 
         The candidate is cancelled at its `timeout`; in a shadow stage this is `ashadow()`.
         """
-        exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes)
+        exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes, timeout, retries)
         if in_shadow_stage:
             value = await self.ashadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
                                        timeout=10.0 if timeout is None else timeout)
@@ -572,9 +574,18 @@ class RolloutClient:
                                                      ("error", 1.0 if result[3] else 0.0)), result[0], category)
         return result
 
-    def _route(self, flag: str, unit_id: str, attributes: Mapping[str, Any] | None,
-               ) -> tuple[Exposure, CompiledFlag | None, bool]:
-        """(what assign() serves, the flag it served from or None on an error answer, whether this is shadow)."""
+    def _route(self, flag: str, unit_id: str, attributes: Mapping[str, Any] | None, timeout: float | None,
+               retries: int) -> tuple[Exposure, CompiledFlag | None, bool]:
+        """(what assign() serves, the flag it served from or None on an error answer, whether this is shadow).
+
+        Bad options raise InvalidInputError here, before anything runs: inside the
+        guard they would read as a failing candidate and fall back silently.
+        """
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise InvalidInputError(f"retries must be a whole number >= 0, got {retries!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
+            raise InvalidInputError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
         exposure = self.assign(flag, unit_id, attributes)
         compiled = self._snapshot.flags.get(flag) if exposure.cell is not None else None
         return exposure, compiled, compiled is not None and compiled.state.phase is _SHADOW
@@ -634,8 +645,6 @@ class RolloutClient:
             log.debug("rollout: call() outcome of %r not recorded: %s", cell.flag, exc)
 
     def _retrying(self, retries: int, timeout: float | None, *, aio: bool = False) -> Any:
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
         policy = self._shadow.retry  # the candidate's transient faults and backoff, as shadow runs judge them
         make = aretrying if aio else retrying
         return make(attempts=retries + 1, deadline=timeout, retry_on=policy.retry_on, initial=policy.base_delay,

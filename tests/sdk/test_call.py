@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from rollout import RolloutClient
 from rollout.app.online_evals import grade_round
 from rollout.core.online_eval import OnlineEval, kept_for_judges
+from rollout.errors import InvalidInputError
 from rollout.sdk.outcomes import _unit_hash
 from rollout.store import flags as store
 from rollout.store.db import transaction
@@ -176,6 +177,30 @@ def test_units_on_the_baseline_never_call_the_candidate(engine: Engine, db_url: 
     # Then the baseline answered, and its outcome is the baseline's
     assert (result.value, result.variant, result.fell_back) == ("baseline: ticket", "current", False)
     assert _outcomes(engine)["current"]["error"] == [0.0]
+
+
+@CALLERS
+def test_an_unknown_flag_gets_the_baseline_and_records_nothing(engine: Engine, db_url: str,
+                                                               caller: Callable[..., Any]) -> None:
+    # Given no flag at all (a typo, or deleted)
+    with _client(db_url) as client:
+        # When the app calls through it
+        result = client.call("no-such-flag", "u1", baseline=baseline, candidate=good, input="ticket") \
+            if caller is _sync_call else asyncio.run(client.acall("no-such-flag", "u1", baseline=_as_async(baseline),
+                                                                  candidate=_as_async(good), input="ticket"))
+        assert client.flush(timeout=30)
+    # Then the baseline answers, like assign() would serve it, and nothing is credited
+    assert (result.value, result.fell_back, result.exposure.error_code) == ("baseline: ticket", False,
+                                                                             "FLAG_NOT_FOUND")
+    assert _outcomes(engine) == {}
+
+
+@pytest.mark.parametrize("options", [{"retries": -1}, {"retries": 1.5}, {"timeout": 0}, {"timeout": "5"}])
+def test_bad_options_are_refused_before_anything_runs(engine: Engine, db_url: str, options: dict) -> None:
+    # Given a candidate stage, When call() gets an option it cannot honour, Then it says so (no silent fallback)
+    flag_in_rollout(engine, bp=10_000)
+    with _client(db_url) as client, pytest.raises(InvalidInputError):
+        client.call(FLAG, "u1", baseline=baseline, candidate=good, input="ticket", **options)
 
 
 def test_a_failing_baseline_raises_as_if_called_directly(engine: Engine, db_url: str) -> None:
