@@ -22,6 +22,7 @@ from rollout.sdk.outcomes import _unit_hash
 from rollout.store import flags as store
 from rollout.store.db import transaction
 from rollout.store.models import Flag, Outcome, Rollout, Sample, utcnow
+from rollout.store.samples import kept_answers
 from rollout.store.secrets import UnitKeys
 
 FLAG = "summarizer"
@@ -230,6 +231,12 @@ def test_in_a_shadow_stage_call_does_what_shadow_does(engine: Engine, db_url: st
     assert {(x.source, x.variant, x.output) for x in samples} == {
         ("shadow", "current", "baseline: ticket"), ("shadow", "new-model", "good: ticket")}
     assert {x.pair_id for x in samples} == pair_ids and {x.input for x in samples} == {"ticket"}
+    # And eval export reads them as one case: the baseline's answer as reference, the candidate's beside it
+    with Session(engine) as s:
+        flag_id = s.scalar(select(Flag.id).where(Flag.key == FLAG))
+        (case,) = kept_answers(s, flag_id=flag_id, baseline="current", source="shadow")
+    assert (case.input, case.reference, case.candidate) == ("ticket", "baseline: ticket", "good: ticket")
+    assert case.scores["candidate.error"] == 0.0 and not case.candidate_error
 
 
 # --- sample capture -----------------------------------------------------------------------
