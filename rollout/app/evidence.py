@@ -7,6 +7,7 @@ outcomes can take a while and SQLite would otherwise hold its single write lock
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,9 +38,9 @@ class StoreEvidence:
             return Observation()
         with self._store.transaction() as unit:
             session = unit.session
-            verdict, samples = _judge(session, plan, rollout, state)
+            verdict, samples, unpaired = _judge(session, plan, rollout, state)
             return Observation(verdict, samples, eval_outcome=_eval_outcome(session, plan, rollout, eval_failure),
-                               **_shadow_spend(session, plan, rollout, now))
+                               unpaired=unpaired, **_shadow_spend(session, plan, rollout, now))
 
 
 class StoreEvalRunner:
@@ -88,13 +89,15 @@ def _shadow_spend(session: Any, plan: RolloutPlan, rollout: RolloutRecord, now: 
     return {"shadow_spend_total": total, "shadow_spend_hour": hour}
 
 
-def _judge(session: Any, plan: RolloutPlan, rollout: RolloutRecord, state: RolloutState) -> tuple[Verdict | None, int]:
-    """The judge's verdict on the stage in force (and the live stages before it), and its samples per arm."""
+def _judge(session: Any, plan: RolloutPlan, rollout: RolloutRecord,
+           state: RolloutState) -> tuple[Verdict | None, int, int]:
+    """The judge's verdict on the stage in force (and the live stages before it), its samples per arm, and
+    (shadow) how many candidate outcomes came without a pair_id."""
     if state.stage_index < 0:
-        return None, 0
+        return None, 0, 0
     stage = plan.stages[state.stage_index]
     if stage.kind is StageKind.EVAL:
-        return None, 0
+        return None, 0, 0
     if stage.kind is StageKind.SHADOW:
         return _judge_shadow(session, plan, rollout, state)
     if stage.live:
@@ -103,13 +106,25 @@ def _judge(session: Any, plan: RolloutPlan, rollout: RolloutRecord, state: Rollo
         stages = {state.stage_index}
     allocation_bp = {(name, i): bp for i in stages if plan.stages[i].live
                      for name, bp in plan.stages[i].allocations.items()}
+    verdict, samples = _judge_arms(session, plan, rollout, state, stages=stages, allocation_bp=allocation_bp)
+    return verdict, samples, 0
+
+
+def _judge_arms(session: Any, plan: RolloutPlan, rollout: RolloutRecord, state: RolloutState, *,
+                stages: set[int], allocation_bp: dict[tuple[str, int], int],
+                unpaired_only: bool = False) -> tuple[Verdict, int]:
+    """Candidate against baseline as two independent arms, with unit-level statistics."""
     recorded = sorted({m.metric for m in plan.metrics})  # a p95 spec reads its source metric
     quantiles = [m for m in plan.metrics if m.quantile is not None]
     # Only the stages judged, so per-unit sums (and their cross-stage terms) cover exactly those.
     evidence = load_evidence(session, flag_id=rollout.flag_id, rollout_id=rollout.id, metrics=recorded,
                              baseline=plan.baseline, candidate=plan.candidate, allocation_bp=allocation_bp,
                              histograms=sorted({m.metric for m in quantiles}), stages=sorted(stages),
-                             quantiles=quantiles)
+                             quantiles=quantiles, unpaired_only=unpaired_only)
+    if unpaired_only:
+        # Shadow serves everyone the baseline, so no allocation splits units between the arms and exposures
+        # are all the baseline's: neither the sample-ratio test nor completion applies.
+        evidence = replace(evidence, units={}, allocation_bp={}, completion={}, exposed=False)
     # Samples are units (what min_samples counts), in the stage in force, in the smaller arm.
     samples = min(
         (sum(_stage_units(u, state.stage_index) for (m, v, _s, series), u in evidence.clusters.items()
@@ -117,7 +132,7 @@ def _judge(session: Any, plan: RolloutPlan, rollout: RolloutRecord, state: Rollo
          for metric in recorded for variant in (plan.baseline, plan.candidate)),
         default=0,
     )
-    sizing = judge_sizing(stage)
+    sizing = judge_sizing(plan.stages[state.stage_index])
     verdict = judge(evidence, plan.metrics, alpha=plan.alpha, min_samples=sizing.min_samples,
                     planned_samples=sizing.planned_samples, completion=plan.completion)
     return verdict, samples
@@ -128,8 +143,13 @@ def _stage_units(sums: Any, stage: int) -> int:
 
 
 def _judge_shadow(session: Any, plan: RolloutPlan, rollout: RolloutRecord,
-                  state: RolloutState) -> tuple[Verdict | None, int]:
-    """Shadow: both arms answered the same requests, so compare them pair by pair (far tighter than two arms)."""
+                  state: RolloutState) -> tuple[Verdict | None, int, int]:
+    """Shadow: both arms answered the same requests, so compare them pair by pair (far tighter than two arms).
+
+    Candidate outcomes an app recorded without a pair_id (record(..., variant=candidate) for its own shadow
+    run) cannot be paired; while there are no pairs they are compared with the baseline's outcomes as two
+    independent arms, and counted, so status can say why the comparison is loose.
+    """
     stage = plan.stages[state.stage_index]
     paired_metrics = [m for m in plan.metrics if m.quantile is None]  # a quantile has no per-pair difference
     recorded = sorted({m.metric for m in paired_metrics})
@@ -137,10 +157,17 @@ def _judge_shadow(session: Any, plan: RolloutPlan, rollout: RolloutRecord,
                                     baseline=plan.baseline, candidate=plan.candidate, stages=[state.stage_index])
     samples = min((sum(p.n for (m, _s, _g), p in evidence.pairs.items() if m == metric) for metric in recorded),
                   default=0)
+    unpaired = outcome_store.unpaired_outcomes(session, flag_id=rollout.flag_id, rollout_id=rollout.id,
+                                               stage=state.stage_index, variant=plan.candidate,
+                                               metrics={m.metric for m in plan.metrics})
+    if samples == 0 and unpaired:
+        verdict, samples = _judge_arms(session, plan, rollout, state, stages={state.stage_index}, allocation_bp={},
+                                       unpaired_only=True)
+        return verdict, samples, unpaired
     sizing = judge_sizing(stage)
     verdict = judge_paired(evidence, paired_metrics, alpha=plan.alpha, min_samples=sizing.min_samples,
                            planned_samples=sizing.planned_samples)
-    return verdict, samples
+    return verdict, samples, unpaired
 
 
 __all__ = ["StoreEvalRunner", "StoreEvidence"]

@@ -22,9 +22,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 from tenacity import RetryCallState
 
+from rollout.app.online_evals import grade_online
 from rollout.app.reconcile import CONTROLLER, CheckResult, RolloutRun, SystemClock, check, lease_for, run_eval_stage
 from rollout.core.controller import Action, Emit, Event, RolloutState, Status
 from rollout.core.plan import Policy, RolloutPlan
@@ -43,6 +45,8 @@ class Hooks:
     """How a controller checks, waits, shows and tells. Defaults fit a plain process."""
 
     check: Callable[[RolloutRun, str | None], CheckResult] = lambda run, failure: check(run, eval_failure=failure)
+    # One round of the plan's online judges, before each check, so the grades it writes are judged at once.
+    grade: Callable[[RolloutRun], Any] = lambda run: grade_online(run)
     run_eval: Callable[[RolloutRun, int], tuple[str | None, int]] = run_eval_stage
     sleep: Callable[[float], None] | None = None          # None: the run's clock
     # At an approval gate or a hold. None: sleep one interval (the answer is read from the database).
@@ -73,6 +77,7 @@ def drive(run: RolloutRun, hooks: Hooks | None = None) -> Ending:
     try:
         eval_failure: str | None = None
         while True:
+            _grade(run, hooks)
             result = check_riding_out_faults(run, hooks, eval_failure)
             eval_failure = None
             last = result.step.state
@@ -124,6 +129,15 @@ def _wait(run: RolloutRun, hooks: Hooks, result: CheckResult) -> str | None:
     elif result.step.action is not Action.ENTER_STAGE:
         sleep(interval)
     return None
+
+
+def _grade(run: RolloutRun, hooks: Hooks) -> None:
+    if not run.plan.online_evals:
+        return
+    try:
+        hooks.grade(run)
+    except Exception as exc:  # noqa: BLE001 - grading informs the judge; it must never stop the rollout
+        log.warning("online judges of %s failed this round: %s", run.plan.flag, exc)
 
 
 def _flush_events(run: RolloutRun, hooks: Hooks) -> None:

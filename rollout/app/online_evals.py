@@ -14,19 +14,23 @@ check, so the grades a round writes are judged at once. A round:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from rollout.app.evals import load_callable
+from rollout.app.reconcile import RolloutRun
 from rollout.core.online_eval import OnlineEval
 from rollout.store.db import transaction
 from rollout.store.samples import GradeRecord, SampleRecord, judge_spend, record_grades, ungraded
 
+log = logging.getLogger("rollout.controller")
 ROUND_LIMIT = 2_000     # the most samples one round grades, whatever the budget
 CONCURRENCY = 32        # judge calls in flight: at 50 ms a call that is ~600 grades/s
 
@@ -91,6 +95,73 @@ def grade_round(engine: Engine, *, flag_id: int, rollout_id: int, spec: OnlineEv
     return GradingRound(spec.name, graded, failed, cost, spent_hour, spent_total, paused)
 
 
+@dataclass(frozen=True, slots=True)
+class JudgeState:
+    """What `rollout status` and the summary say about one judge: its spend and whether it is paused."""
+
+    judge: str
+    grades: int
+    spent_hour: float
+    spent_total: float
+    per_hour: float | None
+    total: float | None
+    paused: str | None      # why grading is paused (budget spent), or None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"judge": self.judge, "grades": self.grades, "spent_hour": self.spent_hour,
+                "spent_total": self.spent_total, "per_hour": self.per_hour, "total": self.total,
+                "paused": self.paused}
+
+
+def judge_states(session: Session, *, flag_id: int, rollout_id: int, specs: Sequence[OnlineEval],
+                 now: datetime) -> tuple[JudgeState, ...]:
+    """Each judge's meter, read from the grades stored (so any process can show it, not only the flow)."""
+    out = []
+    for spec in specs:
+        hour, _, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
+                                 since=now - timedelta(hours=1))
+        total, grades, dearest = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
+        out.append(JudgeState(spec.name, grades, hour, total, spec.per_hour, spec.total,
+                              spec.exhausted(hour, total, dearest or None)))
+    return tuple(out)
+
+
+def grade_online(run: RolloutRun, now: datetime | None = None) -> tuple[GradingRound, ...]:
+    """One round of every judge of the run's plan (the loop calls it once per check interval, before the check).
+
+    Never raises: a judge that cannot be loaded or graded is logged and tried again
+    next round, because grading must never stop the rollout it watches.
+    """
+    specs = run.plan.online_evals
+    engine = getattr(run.store, "engine", None)
+    if not specs or engine is None:
+        return ()
+    now = now or run.clock.now()
+    try:
+        with run.store.transaction() as unit:
+            record = unit.rollouts.get(run.rollout_id)
+    except Exception as exc:  # noqa: BLE001 - the check that follows rides out database faults
+        log.warning("online judges of %s: could not read the rollout: %s", run.plan.flag, exc)
+        return ()
+    if not record.state.status.active:
+        return ()
+    rounds = []
+    for spec in specs:
+        try:
+            judge = run.judges.get(spec.name)
+            if judge is None:
+                judge = run.judges[spec.name] = load_judge(spec.scorer)
+            result = grade_round(engine, flag_id=record.flag_id, rollout_id=run.rollout_id, spec=spec,
+                                 judge=judge, now=now)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("online judge %s of %s could not grade: %s", spec.name, run.plan.flag, exc)
+            continue
+        if result.paused:
+            log.info("rollout %s: %s", run.plan.flag, result.paused)
+        rounds.append(result)
+    return tuple(rounds)
+
+
 def _grade(judge: Callable[[Any, Any], Any], sample: SampleRecord) -> GradeRecord:
     """One grade; a judge's failure is kept as such (with what it cost), never raised into the flow."""
     grade = getattr(judge, "grade", None)
@@ -108,4 +179,5 @@ def _grade(judge: Callable[[Any, Any], Any], sample: SampleRecord) -> GradeRecor
     return GradeRecord(sample.id, score, cost)
 
 
-__all__ = ["CONCURRENCY", "GradingRound", "ROUND_LIMIT", "grade_round", "load_judge"]
+__all__ = ["CONCURRENCY", "GradingRound", "JudgeState", "ROUND_LIMIT", "grade_online", "grade_round", "judge_states",
+           "load_judge"]

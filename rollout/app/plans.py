@@ -138,6 +138,10 @@ class StageModel(_Model):
     min_duration: Duration = Field(default="0s", validate_default=True, title="Minimum duration")
     max_duration: Duration | None = Field(default=None, title="Maximum duration",
                                           description="then the plan's on_inconclusive applies")
+    stall_after: Duration | None = Field(
+        default=None, title="Hold without evidence after",
+        description="a stage with no evidence at all for this long is held with the reason "
+                    "(default: its maximum duration, or 1h)", examples=["1h"])
     approval: Literal["required", "none"] = Field(default="none", title="Approval",
                                                   description="required: a human approves before this stage starts")
     eval: EvalModel | None = Field(default=None, title="Eval gate (eval)")
@@ -217,12 +221,19 @@ class CompletionModel(_Model):
 class PlanWarning(UserWarning):
     """A plan that is valid but probably does not judge what its author means."""
 _COST_LIKE = re.compile(r"cost|token|spend|price|usd|eur|dollar|bill", re.IGNORECASE)
+
+
+def cost_like(metric: str) -> bool:
+    """Whether a metric's name says it is a cost (money or tokens): plan warnings and cost attribution use it."""
+    return _COST_LIKE.search(metric) is not None
+
+
 def plan_warnings(plan: RolloutPlan) -> list[str]:
     """What a valid plan probably gets wrong: a cost-like metric judged only on the log scale (the typical request)."""
     out = []
     linear = {m.metric for m in plan.metrics if m.scale == "linear" and m.quantile is None}
     for m in plan.metrics:
-        if m.scale == "log" and m.quantile is None and _COST_LIKE.search(m.metric) and m.metric not in linear:
+        if m.scale == "log" and m.quantile is None and cost_like(m.metric) and m.metric not in linear:
             out.append(f"metrics.{m.name}: a cost-like metric judged only as the typical request (scale: log);"
                        " a bill that rises through rare expensive calls passes. Add `statistic: mean` to judge the bill.")
     return out
@@ -438,13 +449,15 @@ def to_domain(model: PlanModel) -> RolloutPlan:
             allocations = {n: allocations.get(n, last[n]) for n in known}
         if st.max_duration is not None and st.max_duration < st.min_duration:
             problems.append(f"{where}.max_duration: shorter than min_duration")
+        if st.stall_after is not None and st.stall_after <= timedelta(0):
+            problems.append(f"{where}.stall_after: must be longer than zero")
         stages.append(Stage(
             name=st.name, kind=StageKind(st.kind), allocations=allocations, shadow_bp=shadow_bp,
             min_samples=st.min_samples, min_duration=st.min_duration, max_duration=st.max_duration,
             approval=st.approval == "required",
             eval=EvalSpec(**st.eval.model_dump()) if st.eval is not None else None,
             budget=ShadowBudget(**st.budget.model_dump()) if st.budget is not None else None,
-            rate_limit=st.rate_limit,
+            rate_limit=st.rate_limit, stall_after=st.stall_after,
         ))
 
     metrics: list[MetricSpec] = []

@@ -67,6 +67,7 @@ class RolloutRun:
     events: list[Emit] = field(default_factory=list)
     check_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_CHECKS))
     notice: str = ""      # something a human should read at the next approval form (e.g. an unusable answer)
+    judges: dict[str, Any] = field(default_factory=dict)   # the plan's online judges, loaded once (by name)
 
     @property
     def lease_for(self) -> timedelta:
@@ -168,6 +169,8 @@ def _decide_and_apply(run: RolloutRun, unit: UnitOfWork, seen: RolloutRecord, ob
     _apply(unit, run, step, flag.version)
     verdict = observation.verdict
     details = verdict_json(verdict, observation.stage_samples)
+    if observation.unpaired:
+        details = {**details, "unpaired": observation.unpaired}   # status says why the shadow comparison is loose
     sequence = unit.rollouts.record_decision(
         run.rollout_id, stage_index=step.state.stage_index,
         verdict=verdict.decision.value if verdict else "none", action=step.action.value, reason=step.reason,

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from rollout.app.plans import load_plan
+from rollout.app.online_evals import JudgeState, judge_states
+from rollout.app.plans import cost_like, load_plan
+from rollout.core.controller import unpaired_note
+from rollout.core.plan import RolloutPlan, StageKind
 from rollout.core.policy import stage_name, stage_number
 from rollout.core.windows import describe_window
 from rollout.store import flags as flag_store
+from rollout.store import outcomes as outcome_store
 from rollout.store import rollouts as rollout_store
 from rollout.store.models import utcnow
 
@@ -70,6 +74,84 @@ class CheckView:
 
 
 @dataclass(frozen=True)
+class CostLine:
+    """What one arm of one stratum cost over the rollout, in one cost-like metric (or a judge's own spend)."""
+
+    arm: str          # candidate (served), shadow (the candidate's shadow runs), baseline, or judge
+    variant: str      # the variant key, or the judge's name
+    stratum: str      # "*" for a judge: grading is metered per judge, not per stratum
+    metric: str
+    total: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arm": self.arm, "variant": self.variant, "stratum": self.stratum, "metric": self.metric,
+                "total": self.total}
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """How much of one budget (a judge's, or a shadow stage's) is spent."""
+
+    budget: str       # e.g. "judge faithfulness per hour", "shadow stage shadow in total"
+    spent: float
+    limit: float
+
+    @property
+    def share(self) -> float:
+        return self.spent / self.limit if self.limit > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"budget": self.budget, "spent": self.spent, "limit": self.limit, "share": self.share}
+
+
+@dataclass(frozen=True)
+class CostView:
+    lines: tuple[CostLine, ...] = ()
+    budgets: tuple[BudgetLine, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lines": [c.to_json() for c in self.lines], "budgets": [b.to_json() for b in self.budgets]}
+
+
+def cost_attribution(session: Session, plan: RolloutPlan, *, flag_id: int, rollout_id: int,
+                     judges: tuple[JudgeState, ...], now: datetime) -> CostView:
+    """Cost per arm and stratum over the rollout (outcome metrics named like a cost, and the judges' spend),
+    and the share of each budget spent."""
+    metrics = [m for m in outcome_store.rollout_metrics(session, flag_id=flag_id, rollout_id=rollout_id)
+               if cost_like(m)]
+    shadow_stages = {i for i, st in enumerate(plan.stages) if st.kind is StageKind.SHADOW}
+    totals: dict[tuple[str, str, str, str], float] = {}
+    for metric, variant, stratum, stage, total in outcome_store.totals_by_cell(
+            session, flag_id=flag_id, rollout_id=rollout_id, metrics=metrics):
+        arm = ("baseline" if variant == plan.baseline
+               else "shadow" if stage in shadow_stages else "candidate" if variant == plan.candidate else "other")
+        key = (arm, variant, stratum, metric)
+        totals[key] = totals.get(key, 0.0) + total
+    lines = [CostLine(*key, total) for key, total in sorted(totals.items())]
+    lines += [CostLine("judge", j.judge, "*", "cost_usd", j.spent_total) for j in judges]
+    budgets = []
+    for j in judges:
+        if j.per_hour is not None:
+            budgets.append(BudgetLine(f"judge {j.judge} per hour", j.spent_hour, j.per_hour))
+        if j.total is not None:
+            budgets.append(BudgetLine(f"judge {j.judge} in total", j.spent_total, j.total))
+    for i in sorted(shadow_stages):
+        budget = plan.stages[i].budget
+        if budget is None:
+            continue
+        meter = {"flag_id": flag_id, "rollout_id": rollout_id, "stage": i, "variant": plan.candidate,
+                 "metric": budget.cost_metric}
+        name = plan.stages[i].name
+        if budget.per_hour is not None:
+            hour = outcome_store.spend(session, **meter, since=now - timedelta(hours=1))
+            budgets.append(BudgetLine(f"shadow stage {name} per hour", hour, budget.per_hour))
+        if budget.total is not None:
+            budgets.append(BudgetLine(f"shadow stage {name} in total", outcome_store.spend(session, **meter),
+                                      budget.total))
+    return CostView(tuple(lines), tuple(budgets))
+
+
+@dataclass(frozen=True)
 class RolloutView:
     id: int
     status: str
@@ -88,6 +170,9 @@ class RolloutView:
     last_check: CheckView | None
     eval: Mapping[str, list[dict[str, Any]]]   # the eval gate's rows per stage (rollout.app.evals.gate_rows)
     window: str = ""                          # the plan's ramp windows, and the next one (rollout.core.windows)
+    judges: tuple[JudgeState, ...] = ()       # the online judges' spend, and why one is paused
+    cost: CostView = CostView()
+    unpaired: int = 0                         # shadow: candidate outcomes without a pair_id, judged as two arms
 
     @property
     def stage_number(self) -> int:
@@ -102,8 +187,15 @@ class RolloutView:
             "flow_run_id": self.flow_run_id, "lease_owner": self.lease_owner,
             "lease_expires_at": _iso(self.lease_expires_at),
             "last_check": self.last_check.to_json() if self.last_check else None, "eval": dict(self.eval),
-            "window": self.window,
+            "window": self.window, "judges": [j.to_json() for j in self.judges], "cost": self.cost.to_json(),
+            "unpaired": self.unpaired, "unpaired_note": self.unpaired_note,
         }
+
+    @property
+    def unpaired_note(self) -> str:
+        if not self.unpaired:
+            return ""
+        return unpaired_note(self.unpaired)
 
 
 @dataclass(frozen=True)
@@ -138,6 +230,8 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
 
     evals = {plan.stages[i].name: gate_rows(session, record.id, i, plan)
              for i in range(len(plan.stages)) if plan.stages[i].eval is not None and i <= max(state.stage_index, 0)}
+    judges = judge_states(session, flag_id=record.flag_id, rollout_id=record.id, specs=plan.online_evals, now=now)
+    cost = cost_attribution(session, plan, flag_id=record.flag_id, rollout_id=record.id, judges=judges, now=now)
     view = RolloutView(
         id=record.id, status=state.status.value, lost=record.lost(now), stage_index=state.stage_index,
         stage=stage_name(plan, state.stage_index) if state.stage_index < len(plan.stages) else None,
@@ -145,7 +239,8 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
         pending_approval=stage_name(plan, state.waiting_for) if state.status.waiting else None,
         started_by=record.started_by, started_at=record.started_at, ended_at=record.ended_at,
         flow_run_id=record.flow_run_id, lease_owner=record.lease_owner, lease_expires_at=record.lease_expires_at,
-        last_check=check, eval=evals, window=describe_window(plan, now),
+        last_check=check, eval=evals, window=describe_window(plan, now), judges=judges, cost=cost,
+        unpaired=int((last[0].details or {}).get("unpaired", 0)) if last else 0,
     )
     return StatusView(flag_store.flag_to_json(flag), view)
 
@@ -191,10 +286,11 @@ class HistoryView:
     decisions: tuple[DecisionLine, ...]
     approvals: tuple[ApprovalLine, ...]
     audit: tuple[AuditLine, ...]
+    cost: CostView = CostView()
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rollout": self.rollout,
+            "rollout": self.rollout, "cost": self.cost.to_json(),
             "decisions": [{"sequence": d.sequence, "at": d.at.isoformat(), "stage_index": d.stage_index,
                            "stage_number": d.stage_number, "verdict": d.verdict, "action": d.action,
                            "reason": d.reason} for d in self.decisions],
@@ -206,8 +302,9 @@ class HistoryView:
         }
 
 
-def rollout_history(session: Session, flag_key: str, *, namespace: str = "default") -> HistoryView:
-    """Decisions and approvals of the latest rollout, and the flag's audit log."""
+def rollout_history(session: Session, flag_key: str, *, namespace: str = "default",
+                    now: datetime | None = None) -> HistoryView:
+    """Decisions and approvals of the latest rollout, what it cost, and the flag's audit log."""
     record = rollout_store.latest_rollout(session, flag_key, namespace=namespace)
     audit = tuple(AuditLine(e.created_at, e.actor, e.action, e.reason)
                   for e in reversed(flag_store.audit_log(session, flag_key, namespace=namespace, limit=500)))
@@ -220,11 +317,18 @@ def rollout_history(session: Session, flag_key: str, *, namespace: str = "defaul
         tuple(ApprovalLine(a.created_at, a.stage_index, a.approved, a.approver, a.comment)
               for a in rollout_store.approvals(session, record.id)),
         audit,
+        _rollout_cost(session, record, now or utcnow()),
     )
+
+
+def _rollout_cost(session: Session, record: Any, now: datetime) -> CostView:
+    plan = load_plan(record.plan)
+    judges = judge_states(session, flag_id=record.flag_id, rollout_id=record.id, specs=plan.online_evals, now=now)
+    return cost_attribution(session, plan, flag_id=record.flag_id, rollout_id=record.id, judges=judges, now=now)
 
 
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 
 
-__all__ = ["CheckView", "HistoryView", "MetricLine", "RolloutView", "StatusView", "rollout_history", "rollout_status"]
+__all__ = ["BudgetLine", "CheckView", "CostLine", "CostView", "cost_attribution", "HistoryView", "MetricLine", "RolloutView", "StatusView", "rollout_history", "rollout_status"]

@@ -19,6 +19,7 @@ here does I/O or reads a clock. The whole behaviour is the table below.
                        ... next stage needs approval                  awaiting_approval    request approval
                        ... no stage left                              promoted
     shadow|ramping     max_duration reached without a pass            held | rolled_back   on_inconclusive
+    shadow|ramping     no evidence at all for the stall limit         held                 (alert)
     shadow             budget spent (per hour or in total)            shadow               pause shadowing
     shadow             hourly budget free again                       shadow               resume shadowing
     shadow|ramping     otherwise                                      same                 (none)
@@ -127,6 +128,7 @@ class Observation:
     shadow_spend_hour: float = 0.0     # candidate cost in this shadow stage, over the last hour
     shadow_spend_total: float = 0.0    # and since the stage began
     shadow_sampling: bool = True       # whether the flag currently samples units into shadow
+    unpaired: int = 0                  # shadow: candidate outcomes without a pair_id (judged as two arms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,13 @@ def _judging(plan: RolloutPlan, state: RolloutState, obs: Observation, now: date
     waiting_on = []
     if verdict is None or verdict.decision is not Decision.PASS:
         waiting_on.append(verdict.reason if verdict is not None else "no evidence yet")
+    if obs.unpaired:
+        waiting_on.append(unpaired_note(obs.unpaired))
+    if obs.stage_samples == 0 and elapsed >= stage.stall_limit:
+        # Nothing to judge for this long: a human must look (an app that records nothing, or shadow outcomes
+        # that can be neither paired nor compared), rather than the stage waiting silently for ever.
+        return _hold(state, now, f"stage {stage.name} made no progress in {_short(stage.stall_limit)}: "
+                                 + "; ".join(waiting_on))
     if obs.stage_samples < stage.min_samples:
         waiting_on.append(f"{obs.stage_samples} of {stage.min_samples} samples per arm")
     if elapsed < stage.min_duration:
@@ -350,6 +359,11 @@ def _hold(state: RolloutState, now: datetime, reason: str) -> Step:
     return Step(replace(state, status=Status.HELD, waiting_for=state.stage_index + 1, waiting_since=now,
                         reason=reason),
                 (Emit(Event.HELD, {"reason": reason}),), Action.HOLD, reason)
+
+
+def unpaired_note(count: int) -> str:
+    """What status says about shadow outcomes recorded without a pair_id."""
+    return f"unpaired: {count} outcomes; paired comparison needs shadow() or pair_id"
 
 
 def _untrustworthy(verdict: Verdict) -> bool:

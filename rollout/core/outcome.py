@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rollout.errors import InvalidOutcomeError
@@ -96,3 +96,19 @@ def validate_unit(unit_id: Any) -> str:
     if len(unit_id) > 1024:
         raise InvalidOutcomeError("unit_id is longer than 1024 characters")
     return unit_id
+
+
+def kept_text(text: str, *, redact: Callable[[str], str] | None, max_chars: int) -> str | None:
+    """Text as it may be stored (a feedback comment, an answer): redacted by the app's hook, then capped.
+
+    None when the hook raised or returned something other than text: what it
+    failed to redact is never stored.
+    """
+    if redact is not None:
+        try:
+            text = redact(text)
+        except Exception:  # noqa: BLE001
+            return None
+        if not isinstance(text, str):
+            return None
+    return text[:max_chars]

@@ -19,6 +19,10 @@ from rollout.core.stats import MetricSpec
 from rollout.core.windows import RampWindow
 
 
+DEFAULT_STALL = timedelta(hours=1)
+"""A stage with neither stall_after nor max_duration is held after this long without any evidence."""
+
+
 class StageKind(StrEnum):
     EVAL = "eval"      # offline: both variants run on a case file before any user is involved
     SHADOW = "shadow"  # everyone served the baseline; a sample also runs the candidate
@@ -68,9 +72,16 @@ class Stage:
     eval: EvalSpec | None = None
     budget: ShadowBudget | None = None
     rate_limit: float | None = None  # shadow: candidate calls per second per app process
+    # Without any evidence for this long, the stage is held with the reason (None: max_duration, else 1 h).
+    stall_after: timedelta | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allocations", MappingProxyType(dict(self.allocations)))
+
+    @property
+    def stall_limit(self) -> timedelta:
+        """How long the stage may go without any evidence before it is held: it never waits silently."""
+        return self.stall_after or self.max_duration or DEFAULT_STALL
 
     @property
     def live(self) -> bool:

@@ -23,12 +23,13 @@ from rollout.sdk.samples import ONLINE, SampleCapture
 from rollout.sdk.shadow import Retry, ShadowRunner, ShadowStats
 from rollout.sdk.snapshot import DEFAULT_REFRESH_TIMEOUT, Refresher, Snapshot
 from rollout.core.online_eval import kept_for_judges
-from rollout.core.outcome import validate_unit
+from rollout.core.outcome import kept_text, validate_unit
 from rollout.core import Assignment, CompiledFlag, ErrorCode, Exposure, Phase, Reason, bind
 from rollout.core.assignment import error_assignment
 from rollout.errors import (
     ClientClosedError, FlagNotFoundError, InvalidExposureError, InvalidInputError, InvalidOutcomeError,
 )
+from rollout.store.comments import insert_comment
 from rollout.store.db import make_engine
 from rollout.store.exposures import upsert_exposures
 from rollout.store.outcomes import OutcomeEntry, insert_outcomes
@@ -287,7 +288,7 @@ class RolloutClient:
                                        variant=variant, attributes=attributes, at=time.time(), pair_id=pair_id))
 
     def feedback(self, exposure: Exposure | str, *, thumbs_up: bool | None = None,
-                 rating: float | None = None) -> None:
+                 rating: float | None = None, comment: str | None = None) -> None:
         """A user's feedback on what they were served: stored as outcomes of that exposure.
 
         `exposure` is what `assign()` returned or its token (feedback often
@@ -295,8 +296,32 @@ class RolloutClient:
         the metric `thumbs_up` (1 or 0), `rating` as `rating`; judge either in
         the plan like any metric. Refused like `record(token, ...)`: forged,
         foreign or expired tokens raise InvalidExposureError.
+
+        `comment` (text) is kept only when this client keeps outputs
+        (`store_outputs=True` or a `redact` hook), redacted and capped at
+        `max_output_chars` like shadow outputs, and credited to the same
+        exposure; otherwise it is dropped. It is written at once (feedback is
+        rare); a database fault loses the comment, never the app's call.
         """
-        self.record(exposure, feedback_metrics(thumbs_up, rating))
+        if comment is not None and not isinstance(comment, str):
+            raise InvalidOutcomeError(f"comment must be text, got {type(comment).__name__}")
+        if comment is None or thumbs_up is not None or rating is not None:
+            self.record(exposure, feedback_metrics(thumbs_up, rating))
+        shadow = self._shadow
+        if comment is None or not getattr(shadow, "_store_outputs", False):
+            return
+        served = self._served(exposure)
+        kept = kept_text(comment, redact=getattr(shadow, "_redact", None),
+                         max_chars=getattr(shadow, "_max_output_chars", 2_000))
+        if kept is None:
+            log.warning("feedback comment not kept: the redact hook failed on it")
+            return
+        try:
+            insert_comment(self._engine, flag_id=served.flag_id, rollout_id=served.rollout_id, stage=served.stage,
+                           variant=served.variant, stratum=served.stratum, unit_hash=served.unit_hash,
+                           comment=kept, at=time.time())
+        except Exception as exc:  # noqa: BLE001 - a lost comment must not fail the app's request
+            log.warning("feedback comment not stored: %s", exc)
 
     def unit_key(self) -> bytes:
         """This namespace's UNIT key (what stored unit hashes are keyed with), read once and kept.

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from rollout.core.outcome import kept_text as redacted_and_capped
 from rollout.core.scorers import as_text
 from rollout.sdk.buffer import Keyed, OutcomeBuffer
 from rollout.sdk.exposures import Served
@@ -38,16 +39,8 @@ SHADOW = "shadow"
 
 
 def kept_text(value: Any, redact: Callable[[str], str] | None, max_chars: int) -> str | None:
-    """`value` as the text to store: redacted by the hook and capped; None when the hook failed."""
-    text = as_text(value)
-    if redact is not None:
-        try:
-            text = redact(text)
-        except Exception:  # noqa: BLE001 - never store what the hook failed to redact
-            return None
-        if not isinstance(text, str):
-            return None
-    return text[:max_chars]
+    """Any answer or input as the text to store: as text (JSON for structures), then the one redact-and-cap rule."""
+    return redacted_and_capped(as_text(value), redact=redact, max_chars=max_chars)
 
 
 class SampleCapture:

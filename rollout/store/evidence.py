@@ -51,6 +51,7 @@ def load_evidence(
     since: datetime | None = None,
     stages: Iterable[int] | None = None,
     quantiles: Iterable[MetricSpec] = (),
+    unpaired_only: bool = False,
 ) -> Evidence:
     """Sufficient statistics of a flag's outcomes, per (metric, variant, stratum, stage), and per unit.
 
@@ -71,6 +72,8 @@ def load_evidence(
     stages: only these stages (None: every stage in the data, found with one more query).
     quantiles: the quantile specs to judge; each gets per-unit counts above its
       thresholds (pooled and per stratum), so its variance is per unit as well.
+    unpaired_only: only outcomes without a pair_id (a shadow stage's outcomes an app
+      recorded itself, judged as two independent arms).
     """
     if baseline is None or candidate is None:
         row = session.execute(select(Flag.baseline, Flag.candidate).where(Flag.id == flag_id)).one_or_none()
@@ -89,6 +92,8 @@ def load_evidence(
         where.append(Outcome.metric.in_(metric_list))
     if since is not None:
         where.append(Outcome.recorded_at >= since)
+    if unpaired_only:
+        where.append(Outcome.pair_id.is_(None))
     if stages is None:
         stage_list = sorted(int(g) for (g,) in session.execute(select(Outcome.stage).where(*where).distinct()))
     else:

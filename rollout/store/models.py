@@ -308,6 +308,30 @@ class SampleScore(Base):
     cost_usd: Mapped[float] = mapped_column(Float(precision=53))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FeedbackComment(Base):
+    """A user's comment on what they were served, kept only where the app or namespace opted in, redacted and
+    capped like shadow outputs. The cell columns credit it to the exposure, as the feedback's outcomes are.
+
+    (source, seq) is the idempotency key of a comment sent over HTTP: a resent request stores nothing twice.
+    """
+
+    __tablename__ = "feedback_comments"
+    __table_args__ = (Index("ix_feedback_comments_flag_id_rollout_id", "flag_id", "rollout_id"),
+                      UniqueConstraint("source", "seq"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flag_id: Mapped[int] = mapped_column(Integer)
+    rollout_id: Mapped[int] = mapped_column(Integer)          # 0: no rollout was active
+    stage: Mapped[int] = mapped_column(Integer)
+    variant: Mapped[str] = mapped_column(String(100))
+    stratum: Mapped[str] = mapped_column(String(64))
+    unit_hash: Mapped[int] = mapped_column(BigInteger)
+    comment: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 class RegisteredPlan(Base):
     """One version of a plan registered by name (`rollout plan register`): a new version per change, none rewritten."""
     __tablename__ = "plans"

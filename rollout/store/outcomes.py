@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from psycopg.errors import UniqueViolation
@@ -185,6 +185,39 @@ def _sqlite_rows(source: int, keyed: Sequence[KeyedEntry]) -> list[tuple]:
 
 def flag_ids(session: Session, *, namespace: str = "default") -> dict[str, int]:
     return {key: flag_id for key, flag_id in session.execute(select(Flag.key, Flag.id).where(Flag.namespace == namespace))}
+
+
+def rollout_metrics(session: Session, *, flag_id: int, rollout_id: int) -> list[str]:
+    """The names of every metric this rollout's outcomes report."""
+    q = select(Outcome.metric).where(Outcome.flag_id == flag_id, Outcome.rollout_id == rollout_id).distinct()
+    return sorted(session.scalars(q))
+
+
+def totals_by_cell(session: Session, *, flag_id: int, rollout_id: int,
+                   metrics: Iterable[str]) -> list[tuple[str, str, str, int, float]]:
+    """(metric, variant, stratum, stage, sum of values) of these metrics over one rollout: cost attribution."""
+    names = sorted(set(metrics))
+    if not names:
+        return []
+    keys = (Outcome.metric, Outcome.variant, Outcome.stratum, Outcome.stage)
+    q = (select(*keys, func.sum(Outcome.value))
+         .where(Outcome.flag_id == flag_id, Outcome.rollout_id == rollout_id, Outcome.metric.in_(names))
+         .group_by(*keys))
+    return [(m, v, s, int(g), float(total or 0.0)) for m, v, s, g, total in session.execute(q)]
+
+
+def unpaired_outcomes(session: Session, *, flag_id: int, rollout_id: int, stage: int, variant: str,
+                      metrics: Iterable[str]) -> int:
+    """Outcomes of one arm of one stage recorded without a pair_id, of the judged metric reported most often
+    (one request reports several metrics; this counts requests, not rows)."""
+    names = sorted(set(metrics))
+    if not names:
+        return 0
+    q = (select(func.count()).where(Outcome.flag_id == flag_id, Outcome.rollout_id == rollout_id,
+                                    Outcome.stage == stage, Outcome.variant == variant,
+                                    Outcome.metric.in_(names), Outcome.pair_id.is_(None))
+         .group_by(Outcome.metric))
+    return max((int(n) for n in session.scalars(q)), default=0)
 
 
 def spend(session: Session, *, flag_id: int, rollout_id: int, stage: int, variant: str, metric: str,

@@ -94,7 +94,19 @@ BAD = [
      ["windows[0].tz: 'Mars/Base' is not a known time zone"]),
     ("a window at no time", {"windows": [{"days": "mon", "from": "9am", "to": "16:00"}]},
      ["windows[0].from: String should match pattern"]),
+    ("a stall limit of nothing", {"stages": [{"name": "c", "kind": "ramp", "percent": 5, "stall_after": "0s"}]},
+     ["stages.c.stall_after: must be longer than zero"]),
 ]
+
+
+@pytest.mark.parametrize(("stage", "limit"), [
+    ({}, timedelta(hours=1)),
+    ({"max_duration": "6h"}, timedelta(hours=6)),
+    ({"max_duration": "6h", "stall_after": "15m"}, timedelta(minutes=15)),
+])
+def test_a_stage_is_held_without_evidence_after_stall_after_else_max_duration_else_an_hour(stage, limit) -> None:  # type: ignore[no-untyped-def]
+    plan = load_plan({**BASE, "stages": [{"name": "canary", "kind": "ramp", "percent": 5, **stage}]})
+    assert plan.stages[0].stall_limit == limit
 
 
 @pytest.mark.parametrize(("_name", "change", "problems"), BAD, ids=[b[0] for b in BAD])

@@ -212,3 +212,59 @@ def test_pausing_shadow_sets_the_sample_to_zero_and_resuming_restores_it() -> No
     paused = next_step(EVAL_PLAN, SHADOWING, Observation(CONT, 10, shadow_spend_total=6), [], T0).effects[0]
     resumed = next_step(EVAL_PLAN, SHADOWING, Observation(CONT, 10, shadow_sampling=False), [], T0).effects[0]
     assert (paused.shadow_bp, resumed.shadow_bp) == (0, 2_000)
+
+
+# --- a stage that cannot make progress is held, never left waiting silently ---------------------------
+
+STALL_PLAN = load_plan({"flag": "f", "baseline": "a", "candidate": "b",
+                        "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.01}],
+                        "stages": [{"name": "shadow", "kind": "shadow", "sample": 0.1},
+                                   {"name": "timed", "kind": "ramp", "percent": 5, "max_duration": "3h"},
+                                   {"name": "set", "kind": "ramp", "percent": 10, "max_duration": "3h",
+                                    "stall_after": "20m"},
+                                   {"name": "full", "kind": "full"}]})
+NO_DATA = verdict(Decision.HOLD, "Hold: error: no outcomes in either arm yet.")
+
+
+@pytest.mark.parametrize(("stage", "status", "elapsed", "samples", "unpaired", "expected"), [
+    # no stall_after nor max_duration: 1 h
+    (0, Status.SHADOW, timedelta(minutes=59), 0, 0, Status.SHADOW),
+    (0, Status.SHADOW, timedelta(hours=1), 0, 0, Status.HELD),
+    # evidence coming in is progress, however slow
+    (0, Status.SHADOW, timedelta(hours=5), 3, 0, Status.SHADOW),
+    # max_duration is the default; reaching it applies on_inconclusive (hold) first
+    (1, Status.RAMPING, timedelta(hours=2), 0, 0, Status.RAMPING),
+    (1, Status.RAMPING, timedelta(hours=3), 0, 0, Status.HELD),
+    # stall_after set in the plan wins over max_duration
+    (2, Status.RAMPING, timedelta(minutes=19), 0, 0, Status.RAMPING),
+    (2, Status.RAMPING, timedelta(minutes=20), 0, 0, Status.HELD),
+    # shadow outcomes that can be neither paired nor compared
+    (0, Status.SHADOW, timedelta(hours=1), 0, 7, Status.HELD),
+])
+def test_a_stage_without_evidence_is_held_after_its_stall_limit(stage, status, elapsed, samples, unpaired,
+                                                                 expected) -> None:  # type: ignore[no-untyped-def]
+    # Given a stage that has seen `samples` units per arm since it started `elapsed` ago
+    before = state(status, stage, started=elapsed)
+    # When the controller checks
+    step = next_step(STALL_PLAN, before, Observation(NO_DATA, samples, unpaired=unpaired), [], T0)
+    # Then it holds (with the held event and the reason) once the stall limit is reached, and not before
+    assert step.state.status is expected, step.reason
+    if expected is Status.HELD:
+        assert any(isinstance(e, Emit) and e.event.value == "rollout.held" for e in step.effects)
+        assert "no outcomes in either arm yet" in step.reason or "max_duration" in step.reason
+        assert step.state.waiting_for == stage + 1
+
+
+def test_unpaired_shadow_outcomes_are_named_in_the_reason() -> None:
+    # Given a shadow stage whose candidate outcomes came without a pair_id
+    before = state(Status.SHADOW, 0, started=timedelta(hours=1))
+    # When the controller checks and the stage has been without evidence for its stall limit
+    step = next_step(STALL_PLAN, before, Observation(NO_DATA, 0, unpaired=7), [], T0)
+    # Then the hold says how many were unpaired and how to pair them
+    assert step.state.status is Status.HELD
+    assert "made no progress in 1h" in step.reason
+    assert "unpaired: 7 outcomes; paired comparison needs shadow() or pair_id" in step.reason
+    # And before that, the waiting reason says so too
+    waiting = next_step(STALL_PLAN, state(Status.SHADOW, 0, started=timedelta(minutes=5)),
+                        Observation(NO_DATA, 0, unpaired=7), [], T0)
+    assert waiting.action == "continue" and "unpaired: 7 outcomes" in waiting.reason

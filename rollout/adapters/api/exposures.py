@@ -18,7 +18,7 @@ from rollout.adapters.api.common import ServiceState
 from rollout.core import Assignment
 from rollout.errors import FlagNotFoundError, InvalidOutcomeError, StoreUnavailableError
 from rollout.sdk.outcomes import _unit_hash
-from rollout.sdk.exposures import ExposureKeys, served_entry, served_of
+from rollout.sdk.exposures import ExposureKeys, Served, served_entry, served_of
 from rollout.store.outcomes import OutcomeEntry
 
 _RETRY_AFTER = 5.0  # seconds between attempts to read a namespace's keys while the database is down
@@ -64,9 +64,14 @@ def exposure_outcome(keys: ExposureKeys, ids: dict[str, int], raw: dict[str, Any
     for field in ("flag", "unit_id", "variant", "attributes"):
         if raw.get(field) is not None:
             raise InvalidOutcomeError(f"an outcome with 'exposure' takes no {field!r}: the token says what was served")
+    return served_entry(exposure_served(keys, ids, raw["exposure"], horizon=horizon), raw.get("metrics"), at=at)
+
+
+def exposure_served(keys: ExposureKeys, ids: dict[str, int], token: str, *, horizon: float) -> Served:
+    """What an exposure token says was served, or InvalidOutcomeError (forged, expired, a flag that is gone)."""
     if not keys.loaded:
         raise StoreUnavailableError("the exposure-token keys could not be read from the database yet")
-    served = keys.verify(raw["exposure"], horizon=horizon)
+    served = keys.verify(token, horizon=horizon)
     if served.flag_id not in ids.values():
         raise InvalidOutcomeError(str(FlagNotFoundError(f"id {served.flag_id}", "the exposure names a flag that is gone")))
-    return served_entry(served, raw.get("metrics"), at=at)
+    return served

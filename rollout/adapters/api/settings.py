@@ -63,6 +63,17 @@ class ApiSettings(BaseSettings):
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
     exposure_horizon: float = 7 * 24 * 3600.0
     """Seconds after it was issued that an exposure token still credits an outcome (as the SDK's setting)."""
+    comment_namespaces: str | None = None
+    """Namespaces whose feedback comments (POST /v1/feedback `comment`) are stored, comma-separated, or "*";
+    none by default: comments are dropped unless a namespace opted in."""
+    comment_redact: str | None = None
+    """Import path (module:function) of a text -> text hook that redacts comments before they are stored."""
+    comment_max_chars: int = Field(2_000, gt=0)
+    """Comments are capped at this many characters (after redaction), like shadow outputs."""
+
+    def keeps_comments(self, namespace: str) -> bool:
+        names = {n.strip() for n in (self.comment_namespaces or "").split(",") if n.strip()}
+        return "*" in names or namespace in names
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:

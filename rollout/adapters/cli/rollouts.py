@@ -226,6 +226,9 @@ def register(app: typer.Typer, context_engine: Any, actor: Any, transaction: Any
                 rows.add_row(f"{a.at:%H:%M:%S}", str(a.stage_number),
                              f"{'approved' if a.approved else 'rejected'} by {a.approver}", a.comment)
             print_table(rows)
+        if view.cost.lines or view.cost.budgets:
+            typer.echo("cost of the rollout:")
+            _print_cost(view.cost)
         typer.echo("audit log:")
         rows = table("AT", "ACTOR", "ACTION", "REASON")
         for e in view.audit:
@@ -330,6 +333,23 @@ def _print_status(view: Any) -> None:
         for h in check.health:
             if not h.ok:
                 typer.echo(f"  health: {h.name}: {h.reason}")
+    if r.unpaired_note:
+        typer.echo(f"shadow    {r.unpaired_note}")
+    for j in r.judges:
+        typer.echo(f"judge     {j.judge}: {j.grades} grades, ${j.spent_total:.4f} spent"
+                   + (f"; PAUSED: {j.paused}" if j.paused else ""))
+    _print_cost(r.cost)
+
+
+def _print_cost(cost: Any) -> None:
+    """Cost per arm and stratum over the rollout, and the share of each budget spent (status and history)."""
+    if cost.lines:
+        rows = table("ARM", "VARIANT", "STRATUM", "METRIC", "TOTAL", right=("TOTAL",))
+        for c in cost.lines:
+            rows.add_row(c.arm, c.variant, c.stratum, c.metric, f"{c.total:.4g}")
+        print_table(rows)
+    for b in cost.budgets:
+        typer.echo(f"budget    {b.budget}: {b.spent:.4g} of {b.limit:g} ({b.share:.0%})")
 
 
 def _report_lost(info: dict[str, Any]) -> None:

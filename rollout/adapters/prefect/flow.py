@@ -33,6 +33,7 @@ from pydantic import Field, StringConstraints
 from rollout.adapters.prefect.forms import plan_from_parameters, plan_or_failure
 from rollout.app.approvals import record_answer
 from rollout.app.loop import Hooks, abort, drive
+from rollout.app.online_evals import GradingRound, grade_online
 from rollout.app.plans import PlanSource
 from rollout.app.reconcile import CheckResult, RolloutRun, check, claim, run_eval_stage
 from rollout.app.status import StatusView, rollout_status
@@ -99,6 +100,12 @@ def check_task(run: RolloutRun, eval_failure: str | None = None) -> CheckResult:
     return check(run, eval_failure=eval_failure)
 
 
+@task(name="online-judges", cache_policy=NO_CACHE, persist_result=False)
+def grade_task(run: RolloutRun) -> tuple[GradingRound, ...]:
+    """One round of the plan's online judges (before each check), visible in the UI beside the checks."""
+    return grade_online(run)
+
+
 @task(name="eval", cache_policy=NO_CACHE, persist_result=False)
 def eval_task(run: RolloutRun, stage_index: int) -> tuple[str | None, int]:
     """Both variants on every case not yet stored (a retry or a restarted flow skips what already ran)."""
@@ -139,7 +146,8 @@ def run_rollout(plan: PlanSource, started_by: str = "prefect-ui", namespace: str
         logger.info("rollout #%s of %s: %d stages, checking every %s", run.rollout_id, rollout_plan.flag,
                     len(rollout_plan.stages), rollout_plan.check_interval)
         view = _RunPage(run)
-        ending = drive(run, Hooks(check=lambda r, failure: check_task(r, failure), run_eval=_eval_and_show,
+        ending = drive(run, Hooks(check=lambda r, failure: check_task(r, failure), grade=lambda r: grade_task(r),
+                                  run_eval=_eval_and_show,
                                   sleep=time.sleep, wait_for_human=_wait_for_human, on_check=view.show,
                                   emit=_emit, on_fault=lambda exc, wait: logger.warning(
                                       "check failed (%s); trying again in %.1f s", exc, wait)))
@@ -240,6 +248,8 @@ def _watch(run: RolloutRun, waiting: Status, stop: threading.Event, interrupted:
     interval = run.plan.check_interval.total_seconds()
     while not stop.wait(interval):
         try:
+            if run.plan.online_evals:
+                grade_online(run)  # the judges keep grading while the form waits, so harm they find rolls back
             result = check(run)
         except Exception as exc:  # noqa: BLE001 - the database may be down; the next interval tries again
             print(f"watchdog check failed, retrying: {exc}")
@@ -351,6 +361,16 @@ def summary_markdown(view: StatusView) -> str:
             lines += [f"- {m.stratum}: {m.metric} {number(m.estimate)} [{number(m.lower)}, {number(m.upper)}]"
                       for m in check.strata]
         lines += [f"- health: {h.name}: {h.reason}" for h in check.health if not h.ok]
+    if r is not None and r.unpaired_note:
+        lines += ["", f"Shadow: {r.unpaired_note}."]
+    if r is not None and r.judges:
+        lines += ["", "| judge | grades | spent | state |", "|---|---|---|---|"]
+        lines += [f"| {j.judge} | {j.grades} | ${j.spent_total:.4f} | {'**paused**: ' + j.paused if j.paused else 'grading'} |"
+                  for j in r.judges]
+    if r is not None and (r.cost.lines or r.cost.budgets):
+        lines += ["", "Cost over the rollout:", "", "| arm | variant | stratum | metric | total |", "|---|---|---|---|---|"]
+        lines += [f"| {c.arm} | {c.variant} | {c.stratum} | {c.metric} | {number(c.total)} |" for c in r.cost.lines]
+        lines += [f"- budget {b.budget}: {number(b.spent)} of {b.limit:g} ({b.share:.0%})" for b in r.cost.budgets]
     return "\n".join(lines) + "\n"
 
 

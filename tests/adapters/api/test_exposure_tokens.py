@@ -114,7 +114,8 @@ FEEDBACK = [
     ({}, 422, "thumbs_up or rating"),
     ({"thumbs_up": "yes"}, 422, "true or false"),
     ({"rating": "great"}, 422, "number"),
-    ({"comment": "meh"}, 422, "unknown fields"),
+    ({"comment": "meh"}, 200, []),              # a comment alone: kept only where opted in (test_feedback_comments)
+    ({"mood": "meh"}, 422, "unknown fields"),
 ]
 
 
