@@ -8,7 +8,9 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -184,7 +186,8 @@ class RolloutClient:
         if call_workers < 1:
             raise ValueError(f"call_workers must be >= 1, got {call_workers!r}")
         self._call_workers = call_workers
-        self._call_pool: ThreadPoolExecutor | None = None  # started by the first call() with a timeout
+        self._call_pool: CallWorkers | None = None  # started by the first call() with a timeout
+        self._call_lock = threading.Lock()
         self._fell_back = 0
         self._closed = False
         atexit.register(self.close)
@@ -685,7 +688,12 @@ class RolloutClient:
             return retry(candidate, input)
         pool = self._call_pool
         if pool is None:
-            pool = self._call_pool = ThreadPoolExecutor(self._call_workers, thread_name_prefix="rollout-call")
+            with self._call_lock:  # two first calls at once start one set of workers
+                if self._closed:
+                    raise ClientClosedError("call() with a timeout after close(): the candidate is not run")
+                if self._call_pool is None:
+                    self._call_pool = CallWorkers(self._call_workers)
+                pool = self._call_pool
         # On a worker so the caller can stop waiting; a candidate that hangs keeps only that thread.
         return pool.submit(retry, candidate, input).result(timeout)
 
@@ -757,8 +765,10 @@ class RolloutClient:
         atexit.unregister(self.close)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._shadow.close(timeout)
-        if self._call_pool is not None:
-            self._call_pool.shutdown(wait=False, cancel_futures=True)  # a hung candidate keeps only its thread
+        with self._call_lock:  # a first call() racing close() either starts workers seen here, or none
+            calls = self._call_pool
+        if calls is not None:
+            calls.stop()
         if self._samples is not None:
             self._samples.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
         result = self._buffer.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -775,6 +785,49 @@ class RolloutClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CallWorkers:
+    """Daemon threads that run `call()`'s candidates when a timeout is given, so the caller can stop waiting.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a
+    candidate that hangs would keep the app from exiting. These are daemons,
+    like the shadow workers; a hung candidate holds one until it returns, and
+    later calls queue behind the others and fall back at their own timeout.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple] | None] = queue.SimpleQueue()
+        self._workers = workers
+        self._closed = False
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"rollout-call-{i}", daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        if self._closed:
+            raise ClientClosedError("the client is closed; the candidate is not run")
+        future: Future[Any] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """Workers finish what they run and exit; queued calls still run first (their callers fall back anyway)."""
+        self._closed = True
+        for _ in range(self._workers):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, who falls back
+                future.set_exception(exc)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit from a candidate: a failure like any other,
+                # never an exit of the caller's thread (it would reach the user), and this worker lives on.
+                future.set_exception(RuntimeError(f"the candidate raised {type(exc).__name__}: {exc}"))
 
 
 _SHADOW = Phase.SHADOW

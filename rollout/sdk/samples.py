@@ -53,22 +53,30 @@ class SampleCapture:
         self.redaction_errors = 0
         self.kept = 0  # samples handed to the buffer
         # Samples need no idempotency key: the buffer's (source, seq) is not used for them.
-        self._buffer = OutcomeBuffer(lambda _source, batch: insert_samples(engine, self._rows(batch)),
+        self.written = 0  # samples stored (kept, redacted, inserted)
+        self._buffer = OutcomeBuffer(lambda _source, batch: self._write(engine, batch),
                                      capacity=capacity, batch_size=batch_size, flush_interval=flush_interval)
 
     def add(self, served: Served, source: str, input: Any, output: Any, *, at: float,
             pair_id: int | None = None, category: str | None = None) -> None:
         """Keep one sample of what `served` says was served. Raises ClientClosedError after close()."""
-        self._buffer.add((served, source, input, output, at, pair_id, category))
+        # A list, not a tuple: the writer replaces the raw values with their kept text once (see _rows).
+        self._buffer.add([served, source, input, output, at, pair_id, category, False])
         self.kept += 1
 
     def _rows(self, batch: Sequence[Keyed]) -> list[dict[str, Any]]:
         rows = []
-        for _seq, (served, source, input, output, at, pair_id, category) in batch:
-            kept_input = kept_text(input, self._redact, self._max_chars)
-            kept_output = kept_text(output, self._redact, self._max_chars)
+        for _seq, entry in batch:
+            if not entry[7]:
+                # Redacted once, in place: a batch retried after a database fault does not run the hook
+                # (or count its failures) again.
+                entry[2] = kept_text(entry[2], self._redact, self._max_chars)
+                entry[3] = kept_text(entry[3], self._redact, self._max_chars)
+                entry[7] = True
+                if entry[2] is None or entry[3] is None:
+                    self.redaction_errors += 1
+            served, source, kept_input, kept_output, at, pair_id, category, _ = entry
             if kept_input is None or kept_output is None:
-                self.redaction_errors += 1
                 continue
             rows.append({"flag_id": served.flag_id, "rollout_id": served.rollout_id, "stage": served.stage,
                          "variant": served.variant, "stratum": served.stratum, "unit_hash": served.unit_hash,
@@ -77,9 +85,8 @@ class SampleCapture:
                          "input": kept_input, "output": kept_output, "created_at": datetime.fromtimestamp(at, UTC)})
         return rows
 
-    @property
-    def written(self) -> int:
-        return self._buffer.written
+    def _write(self, engine: Engine, batch: Sequence[Keyed]) -> None:
+        self.written += insert_samples(engine, self._rows(batch))
 
     @property
     def dropped(self) -> int:
