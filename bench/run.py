@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import (  # noqa: E402
-    assign, http_edge, http_service, install_size, online_evals, otlp, propagation, record, rollback_load, shadow,
+    assign, call, http_edge, http_service, install_size, online_evals, otlp, propagation, record, rollback_load,
+    shadow,
 )
 from bench.common import BENCH, machine  # noqa: E402
 
@@ -43,6 +44,7 @@ def main() -> None:
         assign.BATCHES, record.OUTCOMES, propagation.RUNS = 20, 20_000, 5
         rollback_load.WRITERS, rollback_load.CHANGES = 2, 10
         shadow.BATCHES = max(1, shadow.BATCHES // 10)
+        call.BATCHES, call.CALLS = 5, 1_000
         http_service.EVAL_SECONDS, http_service.OUTCOME_BATCHES, http_service.POLL_ROUNDS = 3, 20, 3
         online_evals.SAMPLES = 300
         otlp.SPAN_BATCHES, otlp.OFREP_SECONDS = 20, 3.0
@@ -56,6 +58,7 @@ def main() -> None:
         ("Propagation: a rollback reaching a running client", propagation),
         ("Rollback under write load: a manual rollback while apps write outcomes flat out", rollback_load),
         ("Shadow: overhead of shadow() on the caller", shadow),
+        ("Guarded calls: overhead of call() on the caller", call),
         ("HTTP service: evaluation, outcome ingestion, long-poll propagation", http_service),
         ("Online judges: grading throughput and budget", online_evals),
         ("Standards in: OTLP span ingestion, OFREP bulk evaluation with ETags", otlp),

@@ -170,6 +170,7 @@ class FlagState:
     stage: int = 0
     namespace: str = "default"
     shadow_rate: float | None = None  # candidate calls per second per app process, from the shadow stage
+    online_sample: float | None = None  # share of exposures kept for the rollout's online judges (plan online_evals)
 
     def __post_init__(self) -> None:
         problems: list[str] = []

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from rollout.core.flag import BUCKETS
 
 
+def kept_for_judges(unit_hash: int, share: float) -> bool:
+    """Whether a unit's answers are in a sample of `share` of units: the one rule, for the SDK and the plan."""
+    return unit_hash % BUCKETS < round(share * BUCKETS)
+
+
 @dataclass(frozen=True, slots=True)
 class OnlineEval:
     name: str                         # the metric the grades are recorded as
@@ -33,7 +38,7 @@ class OnlineEval:
         decides the arm, so sampling by it would keep only one arm's answers.
         The same units are sampled in both arms and in every stage.
         """
-        return unit_hash % BUCKETS < round(self.sample * BUCKETS)
+        return kept_for_judges(unit_hash, self.sample)
 
     def exhausted(self, spent_hour: float, spent_total: float, cost_per_grade: float | None = None) -> str | None:
         """Why the budget allows no more grading now, or None.
@@ -62,4 +67,4 @@ class OnlineEval:
         return max(0, int(min(left) / cost_per_grade))
 
 
-__all__ = ["OnlineEval"]
+__all__ = ["OnlineEval", "kept_for_judges"]

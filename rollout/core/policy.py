@@ -63,6 +63,24 @@ def shadow_rate(document: Mapping[str, Any] | None, stage_index: int) -> float |
     return float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0 else None
 
 
+def online_sample(document: Mapping[str, Any] | None) -> float | None:
+    """The share of exposures whose input and answer the SDK keeps for a stored plan's online judges, if any.
+
+    One share for all judges, the largest: sampling is by unit hash against a
+    threshold, so a larger share holds every unit a smaller one would, and each
+    judge grades what is kept. Read from the stored document like `shadow_rate`.
+    """
+    if not isinstance(document, Mapping):
+        return None
+    judges = document.get("online_evals") or []
+    if not isinstance(judges, list):
+        return None
+    shares = [float(j["sample"]) for j in judges
+              if isinstance(j, Mapping) and isinstance(j.get("sample"), (int, float))
+              and not isinstance(j.get("sample"), bool) and 0 < j["sample"] <= 1]
+    return max(shares, default=None)
+
+
 def stage_name(plan: RolloutPlan, index: int | None) -> str | None:
     """A stage's name; the approval after the last stage is COMPLETION; None before the first."""
     if index is None or index < 0:
@@ -96,4 +114,4 @@ def lease_for(check_interval: timedelta, recent_check_seconds: Iterable[float] =
 
 
 __all__ = ["BUCKETS", "COMPLETION", "LEASE_FLOOR", "METRIC_NAME", "JudgeSizing", "judge_sizing", "lease_for",
-           "shadow_rate", "stage_name", "stage_number"]
+           "online_sample", "shadow_rate", "stage_name", "stage_number"]

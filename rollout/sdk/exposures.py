@@ -269,13 +269,24 @@ def served_of(cell: Cell, flag_id: int, unit_hash: int, issued_at: float) -> Ser
 
 def served_entry(served: Served, metrics: object, *, at: float, pair_id: int | None = None) -> OutcomeEntry:
     """An outcome credited to what was served, validated like every other outcome."""
-    values = validate_metrics(metrics)
+    return _entry(served.flag_id, served.rollout_id, served.stage, served.variant, served.stratum, served.unit_hash,
+                  validate_metrics(metrics), at, pair_id)
+
+
+def cell_entry(cell: Cell, flag_id: int, unit_hash: int, values: tuple[tuple[str, float], ...], *,
+               at: float) -> OutcomeEntry:
+    """An outcome of the exposure `assign()` just served, with valid values: `call()`'s hot path, no `Served`."""
+    return _entry(flag_id, cell.rollout_id, cell.stage, cell.variant, cell.stratum, unit_hash, values, at, None)
+
+
+def _entry(flag_id: int, rollout_id: int, stage: int, variant: str, stratum: str, unit_hash: int,
+           values: tuple[tuple[str, float], ...], at: float, pair_id: int | None) -> OutcomeEntry:
     # Outcomes keep NULL for "no rollout"; the exposures table (and the token) use 0.
-    prefix: tuple = (served.flag_id, served.rollout_id or None, served.stage, served.variant, served.stratum,
-                     served.unit_hash)
+    prefix: tuple = (flag_id, rollout_id or None, stage, variant, stratum, unit_hash)
     if pair_id is not None:
         prefix = (*prefix, pair_id)
     return (prefix, values, at)
 
 
-__all__ = ["DEFAULT_HORIZON", "ExposureCounts", "ExposureKeys", "Served", "served_entry", "served_of"]
+__all__ = ["DEFAULT_HORIZON", "ExposureCounts", "ExposureKeys", "Served", "cell_entry", "served_entry",
+           "served_of"]

@@ -51,10 +51,13 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollout.sdk.buffer import OutcomeBuffer
-from rollout.sdk.outcomes import outcome_entry
+from rollout.sdk.exposures import Served
+from rollout.sdk.outcomes import _unit_hash, outcome_entry
+from rollout.sdk.samples import SHADOW, SampleCapture, kept_text
+from rollout.core.outcome import validate_unit
 from rollout.core import CompiledFlag
 from rollout.core.ratelimit import TokenBucket
-from rollout.core.scorers import Scorer, as_scorers, as_text
+from rollout.core.scorers import Scorer, as_scorers
 from rollout.store.shadow_outputs import insert_shadow_outputs
 
 log = logging.getLogger("rollout.client")
@@ -173,6 +176,7 @@ class ShadowRunner:
         store_outputs: bool = False,
         redact: Callable[[str], str] | None = None,
         max_output_chars: int = 2_000,
+        samples: SampleCapture | None = None,
     ) -> None:
         if workers < 1 or queue_size < 0:
             raise ValueError("shadow workers must be >= 1 and the queue >= 0")
@@ -208,6 +212,7 @@ class ShadowRunner:
         self._redact = redact
         self._max_output_chars = max_output_chars
         self._outputs: OutcomeBuffer | None = None
+        self._samples = samples  # the client's sample capture, when it keeps samples
         if self._store_outputs:
             if engine is None:
                 raise ValueError("storing shadow outputs needs a database engine")
@@ -522,10 +527,16 @@ class ShadowRunner:
         for entry in entries:
             self._add_outcome(entry)
         self._count("paired")
+        arms = ((state.baseline, base, base_out), (state.candidate, cand, cand_out))
         if self._outputs is not None:
-            for variant, arm, out in ((state.baseline, base, base_out), (state.candidate, cand, cand_out)):
+            for variant, arm, out in arms:
                 if arm.ok:
                     self._store_output(pair, variant, out)
+        if self._samples is not None:
+            try:
+                self._keep_samples(pair, arms)
+            except Exception as exc:  # noqa: BLE001 - closing, say: the pair is stored, its samples are not
+                log.debug("rollout: shadow samples of %r not kept: %s", pair.compiled.key, exc)
 
     def _arm_metrics(self, pair: _Pair, arm: _Arm) -> tuple[Any, dict[str, float]]:
         """(the arm's output, its latency/error/cost metrics)."""
@@ -572,19 +583,26 @@ class ShadowRunner:
         return scorers
 
     def _store_output(self, pair: _Pair, variant: str, output: Any) -> None:
-        text = as_text(output)
-        if self._redact is not None:
-            try:
-                text = self._redact(text)
-            except Exception:  # noqa: BLE001 - never store what the hook failed to redact
-                self._count("redaction_errors")
-                return
-            if not isinstance(text, str):
-                self._count("redaction_errors")
-                return
+        text = kept_text(output, self._redact, self._max_output_chars)
+        if text is None:
+            self._count("redaction_errors")
+            return
         assert self._outputs is not None
-        self._outputs.add((pair.pair_id, pair.flag_id, variant, text[: self._max_output_chars], pair.at))
+        self._outputs.add((pair.pair_id, pair.flag_id, variant, text, pair.at))
         self._count("outputs_stored")
+
+    def _keep_samples(self, pair: _Pair, arms: Iterable[tuple[str, _Arm, Any]]) -> None:
+        """Both arms' input and answer as shadow samples (what `rollout eval export --from-shadow` reads)."""
+        assert self._samples is not None
+        state = pair.compiled.state
+        unit_hash = _unit_hash(self._unit_key(), validate_unit(pair.unit_id))
+        stratum = pair.compiled.stratum_of(pair.attributes)
+        subject = _scorer_input(pair.args, pair.kwargs)
+        for variant, arm, out in arms:
+            if arm.ok:
+                served = Served(pair.flag_id, state.rollout_id or 0, state.stage, variant, stratum, unit_hash,
+                                int(pair.at))
+                self._samples.add(served, SHADOW, subject, out, at=pair.at, pair_id=pair.pair_id)
 
     # --- lifecycle -----------------------------------------------------------------------
 

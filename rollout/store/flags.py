@@ -27,7 +27,7 @@ from rollout.core.flag import (
     Phase,
     Stratum,
 )
-from rollout.core.policy import shadow_rate
+from rollout.core.policy import online_sample, shadow_rate
 from rollout.errors import (
     FlagExistsError,
     FlagNotFoundError,
@@ -139,6 +139,7 @@ def _to_state(
         stage=rollout.stage_index if rollout else 0,
         namespace=f.namespace,
         shadow_rate=shadow_rate(rollout.plan, rollout.stage_index) if rollout else None,
+        online_sample=online_sample(rollout.plan) if rollout else None,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
     Retrying,
     retry_if_exception,
@@ -52,26 +53,38 @@ def retrying(*, deadline: float | None = None, attempts: int | None = None,
              retry_on: Callable[[BaseException], bool] = is_transient,
              initial: float = INITIAL_BACKOFF, maximum: float = MAX_BACKOFF,
              sleep: Callable[[float], None] = time.sleep,
-             before_sleep: Callable[[RetryCallState], Any] | None = None) -> Retrying:
+             before_sleep: Callable[[RetryCallState], Any] | None = None, jitter: float = JITTER) -> Retrying:
     """Our policy as a tenacity `Retrying`: retry `retry_on` faults until `deadline` s or `attempts` tries.
 
     With neither bound it retries for ever (for loops that must not give up, like a
     controller that owns a half-ramped flag); the last error is re-raised when a bound is hit.
+    `jitter` is there for callers that wait on a user's request (the SDK's guarded
+    calls), where 0.2 s of spread is too much.
     """
+    return Retrying(sleep=sleep, **_policy(deadline, attempts, retry_on, initial, maximum, before_sleep, jitter))
+
+
+def aretrying(*, deadline: float | None = None, attempts: int | None = None,
+              retry_on: Callable[[BaseException], bool] = is_transient,
+              initial: float = INITIAL_BACKOFF, maximum: float = MAX_BACKOFF,
+              before_sleep: Callable[[RetryCallState], Any] | None = None,
+              jitter: float = JITTER) -> AsyncRetrying:
+    """The same policy for coroutines (`async for attempt in aretrying(...)`), sleeping with asyncio."""
+    return AsyncRetrying(**_policy(deadline, attempts, retry_on, initial, maximum, before_sleep, jitter))
+
+
+def _policy(deadline: float | None, attempts: int | None, retry_on: Callable[[BaseException], bool],
+            initial: float, maximum: float, before_sleep: Callable[[RetryCallState], Any] | None,
+            jitter: float) -> dict[str, Any]:
     stops = []
     if deadline is not None:
         stops.append(stop_after_delay(deadline))
     if attempts is not None:
         stops.append(stop_after_attempt(attempts))
     stop = stop_any(*stops) if stops else stop_never
-    return Retrying(
-        retry=retry_if_exception(retry_on),
-        wait=wait_exponential_jitter(multiplier=initial, max=maximum, jitter=JITTER),
-        stop=stop,
-        sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+    return {"retry": retry_if_exception(retry_on),
+            "wait": wait_exponential_jitter(multiplier=initial, max=maximum, jitter=jitter),
+            "stop": stop, "before_sleep": before_sleep, "reraise": True}
 
 
 def call_with_retry(work: Callable[[], Any], **policy: Any) -> Any:
@@ -79,4 +92,4 @@ def call_with_retry(work: Callable[[], Any], **policy: Any) -> Any:
     return retrying(**policy)(work)
 
 
-__all__ = ["INITIAL_BACKOFF", "JITTER", "MAX_BACKOFF", "call_with_retry", "is_transient", "retrying"]
+__all__ = ["INITIAL_BACKOFF", "JITTER", "MAX_BACKOFF", "aretrying", "call_with_retry", "is_transient", "retrying"]

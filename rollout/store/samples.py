@@ -10,6 +10,7 @@ from sqlalchemy import Engine, and_, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from rollout.store.db import store_faults
 from rollout.store.models import Outcome, Sample, SampleScore
 
 
@@ -38,7 +39,7 @@ def insert_samples(engine: Engine, rows: Iterable[dict]) -> int:
     """Store samples (dicts of the Sample columns but id) in one transaction; returns how many."""
     values = list(rows)
     if values:
-        with engine.begin() as conn:
+        with store_faults(), engine.begin() as conn:
             conn.execute(insert(Sample), values)
     return len(values)
 
