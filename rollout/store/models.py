@@ -414,10 +414,12 @@ class ShadowOutput(Base):
     `store_outputs=True` or a redaction hook, after redaction and a length
     cap. `pair_id` joins the row to its outcomes. No foreign key to flags,
     as on outcomes: an append-only record the SDK writes in batches.
+    A pair has one output per arm, so (pair_id, variant) is the row's
+    idempotency key: a batch retried after a lost commit reply adds nothing.
     """
 
     __tablename__ = "shadow_outputs"
-    __table_args__ = (Index("ix_shadow_outputs_pair_id", "pair_id"),)
+    __table_args__ = (Index("ux_shadow_outputs_pair_variant", "pair_id", "variant", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     pair_id: Mapped[int] = mapped_column(BigInteger)
