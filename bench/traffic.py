@@ -105,7 +105,7 @@ def worlds(quick: bool, runs: int | None = None) -> list[World]:
     """The worlds; quick: a few runs each on a third of the horizon (a smoke run)."""
     aa = runs or (4 if quick else 500)
     power = runs or (3 if quick else 200)
-    heavy = runs or (2 if quick else 40)  # the five-metric plan and healthy passes: the real judge at every look
+    heavy = runs or (2 if quick else 30)  # the five-metric plan and healthy passes: the real judge at every look
     out = _worlds(aa, power, heavy)
     if quick:
         out = [replace(w, horizon=w.horizon // 3) for w in out]
@@ -331,28 +331,39 @@ def evidence_at(s: Stream, j: int, w: World, specs: list[MetricSpec]) -> Evidenc
     stages = tuple(range(STAGES))
     seen = range(int(s.stage[served - 1]) + 1)
     shape = (2, w.strata, s.n_users, STAGES)
-    v, st, u, g = s.cand[rows].astype(int), s.stratum[rows], s.user[rows], s.stage[rows]
-    e = np.zeros(shape)
-    np.add.at(e, (s.cand[:served].astype(int), s.stratum[:served], s.user[:served], s.stage[:served]), 1.0)
+    v, st, u, g = s.cand[rows].astype(np.int64), s.stratum[rows], s.user[rows], s.stage[rows]
+    size = int(np.prod(shape))
+
+    def flat_of(vv, ss, uu, gg):
+        return ((vv * shape[1] + ss) * shape[2] + uu) * shape[3] + gg
+
+    def cells(flat, weights=None):
+        # np.bincount on the flat cell index: ~10x faster than np.add.at on a 4-d array
+        return np.bincount(flat, weights=weights, minlength=size).astype(float).reshape(shape)
+
+    e = cells(flat_of(s.cand[:served].astype(np.int64), s.stratum[:served], s.user[:served], s.stage[:served]))
     arms, clusters, units, completion = {}, {}, {}, {}
     names = ("baseline", "candidate")
     metrics = sorted({m.metric for m in specs})
     done_metric = metrics[0]
     quantiles = [m for m in specs if m.quantile is not None]
+    flat = flat_of(v, st, u, g)
     for metric in metrics:
         val = s.values[metric][rows]
         pos = val > 0
         lv = np.where(pos, np.log(np.where(pos, val, 1.0)), 0.0)
         acc = {}
-        for k, x, m in (("n", 1.0, None), ("y", val, None), ("q", val * val, None), ("ln", 1.0, pos),
+        for k, x, m in (("n", None, None), ("y", val, None), ("q", val * val, None), ("ln", None, pos),
                         ("ly", lv, pos), ("lq", lv * lv, pos)):  # fmt: skip
-            a = np.zeros(shape)
-            sel = slice(None) if m is None else m
-            np.add.at(a, (v[sel], st[sel], u[sel], g[sel]), x if np.isscalar(x) else x[sel])
-            acc[k] = a
-        bins = None
+            acc[k] = cells(flat, x if m is None else np.where(m, 1.0 if x is None else x, 0.0))
+        bins = hist = None
         if any(q.metric == metric for q in quantiles):
             bins = np.floor(lv[pos] * BINS_PER_LN).astype(np.int64)
+            # every cell's histogram in one pass: counts per (variant, stratum, stage, bin)
+            lo = int(bins.min()) if len(bins) else 0
+            span = int(bins.max()) - lo + 1 if len(bins) else 1
+            cell = ((v[pos] * w.strata + st[pos]) * STAGES + g[pos]) * span + (bins - lo)
+            hist = np.bincount(cell, minlength=2 * w.strata * STAGES * span).reshape(2, w.strata, STAGES, span)
         for vi, name in enumerate(names):
             for si in range(w.strata):
                 lin = unit_sums(acc["y"][vi, si], acc["n"][vi, si], stages)
@@ -361,17 +372,16 @@ def evidence_at(s: Stream, j: int, w: World, specs: list[MetricSpec]) -> Evidenc
                 clusters[(metric, name, str(si), "log")] = log
                 for gi in seen:
                     if lin.n[gi] > 0:
-                        hist = LogHistogram()
-                        if bins is not None:
-                            at = (v[pos] == vi) & (st[pos] == si) & (g[pos] == gi)
-                            b, c = np.unique(bins[at], return_counts=True)
-                            hist = LogHistogram(tuple(zip(b.tolist(), c.tolist())))
+                        histogram = LogHistogram()
+                        if hist is not None:
+                            nz = np.flatnonzero(hist[vi, si, gi])
+                            histogram = LogHistogram(tuple(zip((nz + lo).tolist(), hist[vi, si, gi][nz].tolist())))
                         arms[(metric, name, str(si), gi)] = ArmStats(
                             n=int(lin.n[gi]), sum=lin.y[gi], sum_sq=float(acc["q"][vi, si][:, gi].sum()),
                             log_n=int(log.n[gi]), log_sum=log.y[gi], log_sum_sq=float(acc["lq"][vi, si][:, gi].sum()),
-                            histogram=hist)  # fmt: skip
+                            histogram=histogram)  # fmt: skip
         if bins is not None:
-            clusters.update(_exceedance(metric, arms, quantiles, v[pos], st[pos], u[pos], g[pos], bins, shape))
+            clusters.update(_exceedance(metric, arms, quantiles, flat[pos], bins, shape))
         if metric == done_metric:
             n_done = acc["n"]
     for vi, name in enumerate(names):
@@ -388,7 +398,7 @@ def evidence_at(s: Stream, j: int, w: World, specs: list[MetricSpec]) -> Evidenc
     return Evidence(arms, units=units, allocation_bp=alloc, clusters=clusters, completion=completion, exposed=True)
 
 
-def _exceedance(metric, arms, quantiles, v, st, u, g, bins, shape):
+def _exceedance(metric, arms, quantiles, flat, bins, shape):
     """Per-unit counts above every threshold the judge's quantile comparisons will use (as the store does)."""
     base = {k: a for k, a in arms.items() if k[0] == metric and k[1] == "baseline"}
     scopes = [list(base.values())] + [[a for k, a in base.items() if k[2] == s] for s in {k[2] for k in base}]
@@ -402,12 +412,10 @@ def _exceedance(metric, arms, quantiles, v, st, u, g, bins, shape):
             if t is not None:
                 thresholds.update(t)
     out = {}
-    ones = np.zeros(shape)
-    np.add.at(ones, (v, st, u, g), 1.0)
+    size = int(np.prod(shape))
+    ones = np.bincount(flat, minlength=size).astype(float).reshape(shape)
     for t in sorted(thresholds):
-        above = np.zeros(shape)
-        hit = bins >= t
-        np.add.at(above, (v[hit], st[hit], u[hit], g[hit]), 1.0)
+        above = np.bincount(flat, weights=(bins >= t).astype(float), minlength=size).reshape(shape)
         for vi, name in enumerate(("baseline", "candidate")):
             for si in range(shape[1]):
                 out[(metric, name, str(si), f"exceed:{t}")] = unit_sums(above[vi, si], ones[vi, si],
@@ -537,7 +545,8 @@ def run_world(w: World, seed: int, plans: dict[str, list[MetricSpec]] | None = N
     """Per plan: per run the look of the first rollback, hold and pass (-1: none), with candidate requests then."""
     plans = plans or _plans(w)
     rng = np.random.default_rng(seed)
-    keys = ("rollback", "hold", "pass", "cand_at_rollback", "cand_at_hold", "cand_at_pass", "sprt", "cand_at_sprt",
+    keys = ("rollback", "hold", "pass", "cand_at_rollback", "cand_at_hold", "cand_at_pass", "sprt", "sprt_reject",
+            "cand_at_sprt",
             "fixed", "cand_at_fixed", "fixed_ni", "cand_at_fixed_ni")
     out = {p: {k: np.full(w.runs, -1) for k in keys} for p in plans}
     for gb in ("gbstats rows", "gbstats per unit"):
@@ -562,7 +571,10 @@ def run_world(w: World, seed: int, plans: dict[str, list[MetricSpec]] | None = N
                 ok, est, var, _k, margin = scopes[first.name][0]
                 delta = _true_effect(w, first)
                 sprt = unit_looks.wald_sprt(ok, est, var, delta)
-                o["sprt"][r] = _first(sprt == 1)
+                # Its samples: where it stops, at either boundary (what Wald's average sample number counts);
+                # "sprt_reject": whether it stopped by rejecting H0 (a rollback).
+                o["sprt"][r] = _first(sprt != 0)
+                o["sprt_reject"][r] = int(o["sprt"][r] >= 0 and sprt[o["sprt"][r]] == 1)
                 o["cand_at_sprt"][r] = cands(o["sprt"][r])
                 o["fixed"][r] = unit_looks.fixed_n_look(ok, var, delta)
                 if o["fixed"][r] >= 0 and not (est[o["fixed"][r]] / math.sqrt(var[o["fixed"][r]]) > norm.isf(ALPHA)):
@@ -578,8 +590,8 @@ def run_world(w: World, seed: int, plans: dict[str, list[MetricSpec]] | None = N
                 o["fixed_ni"][r] = need
                 o["cand_at_fixed_ni"][r] = cands(need)
             # The looks the real judge sees: all of them in a cross-checked run (or where the twin cannot
-            # follow: a quantile metric), else those where the twin is near a rollback, or past where it
-            # first sees every metric near non-inferiority (a pass can come no earlier).
+            # follow: a quantile metric), else those where the twin is near a rollback, or (a healthy
+            # candidate) near non-inferiority on every metric, which a pass needs.
             audited = twin_ok and r < cross_runs
             harm = np.full(s.looks, -np.inf)
             for sp in specs:
@@ -594,9 +606,7 @@ def run_world(w: World, seed: int, plans: dict[str, list[MetricSpec]] | None = N
                     for sp in specs:
                         ok, est, var, k, margin = scopes[sp.name][0]
                         ni_all &= unit_looks.ni_upper(ok, est, var, k, ALPHA * SLACK) < margin
-                    start = _first(ni_all)
-                    if start >= 0:
-                        near |= np.arange(s.looks) >= start
+                    near |= ni_all
                 looks = np.flatnonzero(near)
             for j in looks:
                 verdict = real_verdict(s, int(j), w, specs)
@@ -708,7 +718,7 @@ def report(rows, quick: bool, seconds: float, workers: int = 1) -> str:
         "",
         "#### A/A: false rollbacks",
         "",
-        "| world | runs | judged | false rollbacks | 95 % Wilson | SPRT oracle | fixed-n |",
+        "| world | runs | judged | false rollbacks | 95 % Wilson | SPRT oracle: rejects | fixed-n: rejects |",
         "|---|---:|---|---:|---|---:|---:|",
     ]
     targets = []
@@ -727,7 +737,7 @@ def report(rows, quick: bool, seconds: float, workers: int = 1) -> str:
             lo, hi = wilson(k, n)
             sprt = fixed = ""
             if "sprt" in o:
-                sprt = f"{(o['sprt'] >= 0).mean():.3f}"
+                sprt = f"{(o['sprt_reject'] > 0).mean():.3f}"
                 fixed = f"{(o['fixed'] >= 0).mean():.3f}"
             label = plan if plan.startswith("gbstats") else f"judge(), {plan} ({_margin(w, plan)})"
             lines.append(f"| {w.name}: {w.about} | {n} | {label} | {k / n:.3f} | [{lo:.3f}, {hi:.3f}] | {sprt} | {fixed} |")
@@ -737,7 +747,7 @@ def report(rows, quick: bool, seconds: float, workers: int = 1) -> str:
                                 f"{k / n:.3f} [{lo:.3f}, {hi:.3f}] over {n} runs", met))
     lines += ["", "#### Regressions, losses, healthy candidates", "",
               "| world | runs | judged | rollbacks | holds (SRM / completion) | passes | median candidate requests"
-              " to rollback | to hold | to pass | SPRT oracle: median to rollback | fixed-n |",
+              " to rollback | to hold | to pass | SPRT oracle: median to its decision | fixed-n |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w, res, _ in rows:
         if w.kind == "aa":
@@ -753,17 +763,13 @@ def report(rows, quick: bool, seconds: float, workers: int = 1) -> str:
                          f" | {med('cand_at_rollback')} | {med('cand_at_hold')} | {med('cand_at_pass')}"
                          f" | {med('cand_at_sprt')} | {fixed} |")
     by = {w.name: (w, res) for w, res, _ in rows}
-    if "err_2_3" in by or "err_2_3_plan" in by:
-        oracle = _med(by["err_2_3"][1]["margin 0"]["cand_at_sprt"]) if "err_2_3" in by else math.nan
-        for name, plan, label in (("err_2_3_plan", "five metrics", "five-metric plan"),
-                                  ("err_2_3", "margin 0", "one metric")):
-            if name in by:
-                o = by[name][1][plan]
-                ref = oracle if math.isfinite(oracle) else _med(o["cand_at_sprt"])
-                m = _med(o["cand_at_rollback"])
-                targets.append((f"error 2 % -> 3 %, repeat users, {label}: median samples to rollback <= 2.0x the"
-                                " SPRT oracle of the same world", f"{_n(m)} candidate requests = {m / ref:.2f}x the"
-                                f" oracle's {_n(ref)}", m <= 2.0 * ref))  # fmt: skip
+    for name, plan, label in (("err_2_3_plan", "five metrics", "five-metric plan"), ("err_2_3", "margin 0", "one metric")):
+        if name in by:
+            o = by[name][1][plan]
+            ref, m = _med(o["cand_at_sprt"]), _med(o["cand_at_rollback"])
+            targets.append((f"error 2 % -> 3 %, repeat users, {label}: median samples to rollback <= 2.0x the"
+                            " SPRT oracle of the same world", f"{_n(m)} candidate requests = {m / ref:.2f}x the"
+                            f" oracle's {_n(ref)}", m <= 2.0 * ref))  # fmt: skip
     if "loss_2" in by:
         o = by["loss_2"][1]["margin 0"]
         held = float(((o["cand_at_hold"] >= 0) & (o["cand_at_hold"] <= 1_500)).mean())
