@@ -759,9 +759,10 @@ def report(rows, quick: bool, seconds: float, workers: int = 1) -> str:
             rate = lambda key: f"{(o[key] >= 0).mean():.3f}" if key in o else ""  # noqa: E731
             med = lambda key: _n(_med(o[key])) if key in o else ""  # noqa: E731
             fixed = med("cand_at_fixed_ni") if w.kind == "pass" else med("cand_at_fixed")
+            sprt = "" if w.kind == "pass" else med("cand_at_sprt")  # no effect to tell an oracle about
             lines.append(f"| {w.name}: {w.about} | {n} | {plan} | {rate('rollback')} | {rate('hold')} | {rate('pass')}"
                          f" | {med('cand_at_rollback')} | {med('cand_at_hold')} | {med('cand_at_pass')}"
-                         f" | {med('cand_at_sprt')} | {fixed} |")
+                         f" | {sprt} | {fixed} |")
     by = {w.name: (w, res) for w, res, _ in rows}
     for name, plan, label in (("err_2_3_plan", "five metrics", "five-metric plan"), ("err_2_3", "margin 0", "one metric")):
         if name in by:
