@@ -36,7 +36,7 @@ from rollout import RolloutClient  # noqa: E402
 from rollout.app.reconcile import CheckResult  # noqa: E402
 from rollout.app.runner import run_foreground  # noqa: E402
 from rollout.core.controller import Status  # noqa: E402
-from rollout.errors import ClientClosedError  # noqa: E402
+from rollout.errors import ClientClosedError, RolloutActiveError  # noqa: E402
 from rollout.store import flags as store  # noqa: E402
 from rollout.store.db import make_engine, transaction  # noqa: E402
 from rollout.store.models import Decision, Flag, Rollout, utcnow  # noqa: E402
@@ -54,7 +54,7 @@ RESETS = 5              # times the server goes away and comes back mid-stream
 PARTITION_S = 5.0       # how long the SDK's and the service's network is black-holed
 CLOSE_OUTCOMES = 1_000  # buffered when close() meets a database that is down
 HTTP_BATCHES = 30       # POST /v1/outcomes batches (50 items) through lost commit replies
-CONTROLLER_RUNS = ("blip", "controller_partition", "stopped")  # about 12 s each
+CONTROLLER_RUNS = ("blip", "controller_partition", "stopped", "stopped_in_partition")  # 5-20 s each
 
 REFRESH_INTERVAL, REFRESH_TIMEOUT = 0.2, 1.0   # the SDK's and the service's, short so STALE shows in seconds
 SERVER_ENV = {"ROLLOUT_API_REFRESH_INTERVAL": str(REFRESH_INTERVAL), "ROLLOUT_API_REFRESH_TIMEOUT": str(REFRESH_TIMEOUT),
@@ -376,6 +376,59 @@ def controller(proxy: TcpProxy, url: str, direct: Engine, mode: Mode, outage: fl
             "abort_s": (time.monotonic() - marks["stopped"]) if "stopped" in marks else None}
 
 
+def controller_stopped_in_partition(proxy: TcpProxy, url: str, direct: Engine) -> dict[str, Any]:
+    """Stopped while the database is black-holed: on_abort cannot be applied, so the lease is left to expire;
+    after the partition heals, the next controller takes the rollout over and finishes it."""
+    engine = make_engine(url, connection=FAST)
+    marks: dict[str, float] = {}
+
+    def on_check(result: CheckResult) -> None:
+        if result.step.state.status is Status.RAMPING and "start" not in marks:
+            marks["start"] = time.monotonic()
+            proxy.set_mode("blackhole")
+
+    def sleep(seconds: float) -> None:
+        if "start" in marks:  # the first wait once the partition is on: Ctrl-C, SIGTERM
+            marks["stopped"] = time.monotonic()
+            raise KeyboardInterrupt
+        time.sleep(seconds)
+
+    try:
+        ending = run_foreground(engine, RAMP_PLAN, actor="bench", evidence=ScriptedEvidence(passing),
+                                on_check=on_check, sleep=sleep)
+    finally:
+        engine.dispose()
+    gave_up = time.monotonic() - marks["stopped"]
+    with transaction(direct) as s:
+        phase_left = store.get_flag(s, "summarizer").phase.value  # read straight, not through the partition
+    proxy.set_mode("pass")
+    healed = time.monotonic()
+    # The next controller (a second `rollout start`) takes over once the lease has expired.
+    next_engine = make_engine(url, connection=FAST)
+    taken: dict[str, float] = {}
+
+    def next_check(_result: CheckResult) -> None:
+        taken.setdefault("at", time.monotonic() - healed)
+
+    try:
+        while True:
+            try:
+                after = run_foreground(next_engine, RAMP_PLAN, actor="bench", evidence=ScriptedEvidence(passing),
+                                       on_check=next_check)
+                break
+            except RolloutActiveError:  # the lease has not expired yet
+                if time.monotonic() - healed > 60:
+                    raise
+                time.sleep(0.2)
+    finally:
+        next_engine.dispose()
+    with transaction(direct) as s:
+        phase = store.get_flag(s, "summarizer").phase.value
+    return {"lost": ending.lost, "status_left": ending.state.status.value, "phase_left": phase_left,
+            "gave_up_s": gave_up, "takeover_s": taken.get("at"), "status": after.state.status.value,
+            "phase": phase}
+
+
 # --- the report --------------------------------------------------------------------------
 
 
@@ -411,6 +464,13 @@ def measure(url: str) -> dict[str, Any]:
                     t0 = time.monotonic()
                     out[name] = controller(proxy, proxied, direct, mode, outage, stop)  # type: ignore[arg-type]
                     out[name]["took"] = time.monotonic() - t0
+            if "stopped_in_partition" in CONTROLLER_RUNS:
+                empty_postgres(url)
+                _flag(direct)
+                proxy.set_mode("pass")
+                t0 = time.monotonic()
+                out["stopped_in_partition"] = controller_stopped_in_partition(proxy, proxied, direct)
+                out["stopped_in_partition"]["took"] = time.monotonic() - t0
             proxy.set_mode("pass")
     finally:
         direct.dispose()
@@ -470,6 +530,13 @@ def report(m: dict[str, Any]) -> str:
                 + ("; lease left to expire" if k["lease_lost"] else ""))
         rows.append([label, what, f"{k['decisions']} decisions: lost {k['lost']}, doubled {k['doubled']}", "-",
                      f"run took {k['seconds']:.1f} s"])
+    if "stopped_in_partition" in m:
+        k = m["stopped_in_partition"]
+        rows.append(["Controller stopped during a partition, users on the candidate",
+                     f"on_abort could not be applied: {'lease left to expire' if k['lost'] else 'NO: ' + k['status_left']}"
+                     f" (gave up after {k['gave_up_s']:.1f} s, flag left {k['phase_left']}); the next controller "
+                     f"took over and ended {k['status']}, flag {k['phase']}", "-", "-",
+                     f"taken over {_s(k['takeover_s'])} after the partition healed"])
     md = table(["fault", "what happened", "acknowledged / stored / duplicates", "time to STALE", "time to recover"],
                rows)
     md += ("\n\nPostgreSQL on 127.0.0.1 through tests/harness/tcp_proxy.py; the SDK and the controller use "
@@ -500,6 +567,8 @@ def figures(m: dict[str, Any]) -> dict[str, float]:
     for name in ("blip", "controller_partition", "stopped"):
         if name in m:
             f[f"{name}_lost"], f[f"{name}_doubled"] = m[name]["lost"], m[name]["doubled"]
+    if "stopped_in_partition" in m:
+        f["stopped_in_partition_lease_left"] = m["stopped_in_partition"]["lost"]
     return {f"faults_{k}": float(v) for k, v in f.items()}
 
 
