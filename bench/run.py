@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import (  # noqa: E402
-    assign, call, http_edge, http_service, install_size, online_evals, otlp, propagation, record, rollback_load,
-    shadow,
+    assign, call, faults, http_edge, http_service, install_size, online_evals, otlp, propagation, record,
+    rollback_load, shadow,
 )
 from bench.common import BENCH, machine  # noqa: E402
 
@@ -49,6 +49,7 @@ def main() -> None:
         online_evals.SAMPLES = 300
         otlp.SPAN_BATCHES, otlp.OFREP_SECONDS = 20, 3.0
         http_edge.SECONDS, http_edge.SLOW_CONNECTIONS, http_edge.DISCONNECTS = 3, 20, 50
+        faults.quick()
 
     sections: list[tuple[str, str]] = []
     started = time.time()
@@ -64,6 +65,7 @@ def main() -> None:
         ("Standards in: OTLP span ingestion, OFREP bulk evaluation with ETags", otlp),
         ("Install size: the core for apps, GrowthBook's SDK, everything", install_size),
         ("HTTP edge: /healthz and evaluations while hostile clients attack", http_edge),
+        ("Faults: lost commit replies, resets, partitions and outages on PostgreSQL", faults),
     ]:
         print(f"== {title}", flush=True)
         md, _ = bench.run()

@@ -26,6 +26,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
 from rollout.store import migrate  # noqa: E402
 from rollout.store.db import database_url, make_engine  # noqa: E402
 from rollout.store.models import Base  # noqa: E402
+from tests.harness.faults import empty_postgres  # noqa: E402
 from tests.harness.tcp_proxy import TcpProxy  # noqa: E402
 
 POSTGRES_URL = os.environ.get("ROLLOUT_TEST_POSTGRES_URL")
@@ -83,13 +84,7 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def _empty_postgres(url: str) -> None:
-    engine = create_engine(url)
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        # TRUNCATE fires no row triggers, so the append-only audit log can be reset between tests.
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+_empty_postgres = empty_postgres  # tests/sdk/test_client.py imports it by this name
 
 
 @pytest.fixture(params=BACKENDS)

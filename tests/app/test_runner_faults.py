@@ -14,19 +14,9 @@ from rollout.core.controller import Status
 from rollout.store import flags as flag_store
 from rollout.store.db import make_engine, transaction
 from rollout.testing import ScriptedEvidence, passing
+from tests.harness.faults import RAMP_PLAN
 
 pytestmark = pytest.mark.slow
-
-PLAN: dict[str, Any] = {
-    "flag": "summarizer", "baseline": "current", "candidate": "new-model",
-    "stages": [
-        {"name": "canary", "kind": "ramp", "percent": 25, "min_samples": 10, "min_duration": "6s"},
-        {"name": "full", "kind": "full"},
-    ],
-    "metrics": [{"name": "error", "kind": "binary", "better": "lower", "margin": 0.05}],
-    "check_interval": "1s",
-}
-
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["refuse", "blackhole"])
@@ -46,7 +36,7 @@ def test_a_three_second_outage_mid_ramp_only_delays_the_rollout(pg_proxy: Any, m
             threading.Timer(3.0, proxy.set_mode, ("pass",)).start()
 
     try:
-        ending = run_foreground(engine, PLAN, actor="alice", evidence=ScriptedEvidence(passing),
+        ending = run_foreground(engine, RAMP_PLAN, actor="alice", evidence=ScriptedEvidence(passing),
                                 on_check=on_check)
     finally:
         engine.dispose()
@@ -90,7 +80,7 @@ def test_a_three_second_outage_on_sqlite_only_delays_the_rollout(db_url: str, ca
             threading.Timer(3.0, rename, ("rollouts_away", "rollouts")).start()
 
     try:
-        ending = run_foreground(engine, PLAN, actor="alice", evidence=ScriptedEvidence(passing),
+        ending = run_foreground(engine, RAMP_PLAN, actor="alice", evidence=ScriptedEvidence(passing),
                                 on_check=on_check)
         # Then it rode the outage out and finished the plan
         assert outage and ending.state.status is Status.PROMOTED, ending

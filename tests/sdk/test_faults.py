@@ -12,21 +12,17 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, select, text
 
 from rollout import RolloutClient
 from rollout.errors import ClientClosedError
 from rollout.store import flags as store
-from rollout.store.db import ConnectionSettings, make_engine, transaction
-from rollout.store.models import Flag, Outcome, Rollout, utcnow
+from rollout.store.db import make_engine, transaction
+from rollout.store.models import Flag, Rollout, utcnow
+from tests.harness.faults import FAST, outcome_counts
 from tests.harness.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-# Short timeouts so a partition shows within seconds in a test (the defaults are for production).
-FAST = ConnectionSettings(connect_timeout=2, statement_timeout=5, keepalives_idle=1, keepalives_interval=1,
-                          keepalives_count=2, tcp_user_timeout=3, io_timeout=3)
-
 
 @pytest.fixture
 def direct(_postgres_db: str, pg_proxy: tuple[TcpProxy, str]) -> Iterator[Engine]:
@@ -37,16 +33,6 @@ def direct(_postgres_db: str, pg_proxy: tuple[TcpProxy, str]) -> Iterator[Engine
         store.set_allocation(s, "summarizer", 5_000, actor="test")
     yield engine
     engine.dispose()
-
-
-def _counts(engine: Engine) -> tuple[int, int, int]:
-    """(rows, distinct outcome keys, rows beyond one per (source, seq, metric))."""
-    with engine.connect() as conn:
-        rows = conn.scalar(select(func.count()).select_from(Outcome))
-        keys = conn.scalar(text("SELECT count(*) FROM (SELECT DISTINCT source, seq FROM outcomes) k"))
-        extra = conn.scalar(text("SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM outcomes "
-                                 "GROUP BY source, seq, metric) d"))
-    return int(rows or 0), int(keys or 0), int(extra or 0)
 
 
 def _client(url: str, **kwargs: object) -> RolloutClient:
@@ -73,7 +59,7 @@ def test_lost_commit_replies_store_every_outcome_exactly_once(direct: Engine, pg
     # Then the 10 replies were lost, each batch was retried, and nothing is stored twice
     assert proxy.commits_cut == 10
     assert stats.write_errors >= 10
-    rows, keys, extra = _counts(direct)
+    rows, keys, extra = outcome_counts(direct)
     assert (keys, rows, extra) == (3_000, 6_000, 0)
     assert stats.outcomes_accepted == stats.outcomes_written == 3_000 and stats.outcomes_dropped == 0
 
@@ -130,7 +116,7 @@ def test_connection_resets_lose_nothing_and_store_nothing_twice(direct: Engine, 
     stats = client.stats
     client.close()
     # Then every acknowledged outcome is stored once
-    rows, keys, extra = _counts(direct)
+    rows, keys, extra = outcome_counts(direct)
     assert (keys, rows, extra) == (4_000, 8_000, 0)
     assert stats.outcomes_written == 4_000 and stats.outcomes_dropped == 0
     assert stats.write_errors >= 1
@@ -160,7 +146,7 @@ def test_a_partition_fails_writes_in_bounded_time_and_the_flusher_reconnects(dir
     assert client.flush(timeout=60)
     recovered = time.monotonic() - healed
     client.close()
-    rows, keys, extra = _counts(direct)
+    rows, keys, extra = outcome_counts(direct)
     assert (keys, rows, extra) == (600, 1_200, 0)
     assert recovered < 30, recovered
 
@@ -178,7 +164,7 @@ def test_close_with_the_database_down_reports_exactly_what_it_could_not_store(di
     # Then close() returned in bounded time and says what it could not store, and counts it
     assert took < 3 + 10, took
     assert result.stored + result.unstored == 1_000
-    assert result.unstored == 1_000 - _counts(direct)[1]
+    assert result.unstored == 1_000 - outcome_counts(direct)[1]
     stats = client.stats
     assert stats.outcomes_unstored_at_close == result.unstored and stats.outcomes_dropped == result.unstored
     # And the client takes nothing more
@@ -213,7 +199,7 @@ def test_close_while_four_threads_record_stores_everything_it_accepted(direct: E
     for t in threads:
         t.join()
     # Then every record() that returned normally was stored, once, and every later one raised
-    rows, keys, extra = _counts(direct)
+    rows, keys, extra = outcome_counts(direct)
     assert result.complete and result.unstored == 0
     assert keys == sum(accepted) == client.stats.outcomes_written and extra == 0 and rows == 2 * keys
     assert 0 < result.stored <= keys  # the part close() itself flushed
