@@ -513,6 +513,7 @@ class RolloutClient:
         fallback: Any = "baseline",
         attributes: Mapping[str, Any] | None = None,
         category: str | None = None,
+        scorers: Sequence[Any] = (),
     ) -> CallResult:
         """Run what the assignment says on `input`, and never let the candidate's failure reach the user.
 
@@ -526,7 +527,9 @@ class RolloutClient:
         * In a shadow stage: exactly `shadow(flag, unit_id, baseline,
           candidate, input)` (the user gets the baseline; the candidate runs on
           the side and the pair is stored), so one call site serves the whole
-          rollout. `timeout` is the shadow run's deadline there.
+          rollout. `timeout` is the shadow run's deadline there, and `scorers`
+          score the pair there as they do for `shadow()` (elsewhere they are
+          not used: a ramp's quality is the online judges' and the app's).
 
         While the flag has a rollout, each call records `latency_ms` (what the
         user waited, fallback included) and `error` (1 when the candidate
@@ -544,7 +547,7 @@ class RolloutClient:
         """
         exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes, timeout, retries)
         if in_shadow_stage:
-            value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
+            value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes, scorers=scorers,
                                 timeout=10.0 if timeout is None else timeout)
             return CallResult(value, exposure, exposure.variant)
         t0 = time.perf_counter()
@@ -582,6 +585,7 @@ class RolloutClient:
         fallback: Any = "baseline",
         attributes: Mapping[str, Any] | None = None,
         category: str | None = None,
+        scorers: Sequence[Any] = (),
     ) -> CallResult:
         """`call()` for asyncio: `baseline` and `candidate` are async functions (a fallback callable may be either).
 
@@ -590,7 +594,7 @@ class RolloutClient:
         exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes, timeout, retries)
         if in_shadow_stage:
             value = await self.ashadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
-                                       timeout=10.0 if timeout is None else timeout)
+                                       scorers=scorers, timeout=10.0 if timeout is None else timeout)
             return CallResult(value, exposure, exposure.variant)
         t0 = time.perf_counter()
         if compiled is None or not exposure.is_candidate:
