@@ -58,6 +58,9 @@ class KeyFactJudge:
     def grade(self, ticket: Any, summary: Any) -> KeyFactGrade:
         return KeyFactGrade(key_fact_coverage(ticket, summary), self.cost_per_grade)
 
+    def __call__(self, ticket: Any, summary: Any) -> float:  # a plan's scorer must be callable; grade() is preferred
+        return self.grade(ticket, summary).score
+
 
 # What the plans name: `scorer: examples.ticket_app.scoring:key_facts_judge`.
 key_facts_judge = KeyFactJudge()
