@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
@@ -72,6 +72,7 @@ class GuardedCalls:
         fallback: Any = "baseline",
         attributes: Mapping[str, Any] | None = None,
         category: str | None = None,
+        scorers: Sequence[Any] = (),
     ) -> CallResult:
         """Run what the assignment says on `input`, and never let the candidate's failure reach the user.
 
@@ -85,7 +86,9 @@ class GuardedCalls:
         * In a shadow stage: exactly `shadow(flag, unit_id, baseline,
           candidate, input)` (the user gets the baseline; the candidate runs on
           the side and the pair is stored), so one call site serves the whole
-          rollout. `timeout` is the shadow run's deadline there.
+          rollout. `timeout` is the shadow run's deadline there, and `scorers`
+          score the pair there as they do for `shadow()` (elsewhere they are
+          not used: a ramp's quality is the online judges' and the app's).
 
         While the flag has a rollout, each call records `latency_ms` (what the
         user waited, fallback included) and `error` (1 when the candidate
@@ -103,7 +106,7 @@ class GuardedCalls:
         """
         exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes, timeout, retries)
         if in_shadow_stage:
-            value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
+            value = self.shadow(flag, unit_id, baseline, candidate, input, attributes=attributes, scorers=scorers,
                                 timeout=10.0 if timeout is None else timeout)
             return CallResult(value, exposure, exposure.variant)
         t0 = time.perf_counter()
@@ -141,6 +144,7 @@ class GuardedCalls:
         fallback: Any = "baseline",
         attributes: Mapping[str, Any] | None = None,
         category: str | None = None,
+        scorers: Sequence[Any] = (),
     ) -> CallResult:
         """`call()` for asyncio: `baseline` and `candidate` are async functions (a fallback callable may be either).
 
@@ -149,7 +153,7 @@ class GuardedCalls:
         exposure, compiled, in_shadow_stage = self._route(flag, unit_id, attributes, timeout, retries)
         if in_shadow_stage:
             value = await self.ashadow(flag, unit_id, baseline, candidate, input, attributes=attributes,
-                                       timeout=10.0 if timeout is None else timeout)
+                                       scorers=scorers, timeout=10.0 if timeout is None else timeout)
             return CallResult(value, exposure, exposure.variant)
         t0 = time.perf_counter()
         if compiled is None or not exposure.is_candidate:

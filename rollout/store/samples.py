@@ -25,6 +25,7 @@ class SampleRecord:
     category: str | None
     input: str
     output: str
+    pair_id: int | None = None   # a shadow pair's: its grade is then a paired outcome, as the shadow judge needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +46,18 @@ def insert_samples(engine: Engine, rows: Iterable[dict]) -> int:
 
 
 def ungraded(session: Session, *, flag_id: int, rollout_id: int, judge: str, limit: int) -> list[SampleRecord]:
-    """The oldest samples of this rollout that this judge has not graded yet."""
+    """The oldest samples of this rollout that this judge has not graded yet.
+
+    Shadow pairs' samples too: in a shadow stage `call()` runs `shadow()`, whose
+    pairs are all the judge can see there, and the shadow judge compares pairs,
+    so without their grades a plan with judges would wait in shadow for ever.
+    """
     q = (select(Sample).outerjoin(SampleScore, and_(SampleScore.sample_id == Sample.id, SampleScore.judge == judge))
-         .where(Sample.flag_id == flag_id, Sample.rollout_id == rollout_id, Sample.source == "online",
+         .where(Sample.flag_id == flag_id, Sample.rollout_id == rollout_id, Sample.source.in_(("online", "shadow")),
                 SampleScore.sample_id.is_(None))
          .order_by(Sample.id).limit(limit))
-    return [SampleRecord(s.id, s.rollout_id, s.stage, s.variant, s.stratum, s.unit_hash, s.category, s.input, s.output)
+    return [SampleRecord(s.id, s.rollout_id, s.stage, s.variant, s.stratum, s.unit_hash, s.category, s.input, s.output,
+                         s.pair_id)
             for s in session.scalars(q)]
 
 
@@ -86,7 +93,7 @@ def record_grades(session: Session, *, flag_id: int, judge: str, samples: Sequen
     scores = {g.sample_id: g.score for g in grades}
     outcomes = [{"flag_id": flag_id, "rollout_id": by_id[i].rollout_id or None, "stage": by_id[i].stage,
                  "variant": by_id[i].variant, "stratum": by_id[i].stratum, "unit_hash": by_id[i].unit_hash,
-                 "metric": judge, "value": scores[i], "recorded_at": now}
+                 "metric": judge, "value": scores[i], "recorded_at": now, "pair_id": by_id[i].pair_id}
                 for i in stored if scores[i] is not None]
     if outcomes:
         session.execute(insert(Outcome), outcomes)

@@ -135,3 +135,24 @@ def test_a_replayed_grade_adds_no_second_outcome(engine) -> None:  # type: ignor
 ])
 def test_sampling_is_by_unit_hash(unit_hash: int, sample: float, kept: bool) -> None:
     assert OnlineEval("q", scorer="m:f", sample=sample).samples(unit_hash) is kept
+
+
+def test_a_shadow_pairs_answers_are_graded_as_paired_outcomes(engine) -> None:  # type: ignore[no-untyped-def]
+    # Given both answers of three shadow pairs (what shadow() keeps, and what call() runs in a shadow stage)
+    flag_id = _flag(engine)
+    insert_samples(engine, [
+        {"flag_id": flag_id, "rollout_id": ROLLOUT, "stage": 0, "variant": v, "stratum": "free", "unit_hash": 50 + i,
+         "source": "shadow", "pair_id": 900 + i, "category": None, "input": f"ticket {i}",
+         "output": f"summary {i}" + (" wrong" if v == "large-v2" else ""), "created_at": NOW}
+        for i in range(3) for v in ("small-v1", "large-v2")])
+    spec = OnlineEval("faithfulness", scorer="unused:here", sample=0.1)
+    # When a round grades them with a plain scorer
+    result = grade_round(engine, flag_id=flag_id, rollout_id=ROLLOUT, spec=spec, now=NOW,
+                         judge=lambda _input, output: 0.2 if "wrong" in output else 0.9)
+    # Then each grade is an outcome carrying its pair's id, so the shadow judge compares the pair
+    assert result.graded == 6
+    with transaction(engine) as s:
+        rows = s.execute(select(Outcome.pair_id, Outcome.variant, Outcome.value)
+                         .where(Outcome.metric == "faithfulness")).all()
+    assert sorted((r.pair_id, r.variant, r.value) for r in rows) == sorted(
+        (900 + i, v, 0.2 if v == "large-v2" else 0.9) for i in range(3) for v in ("small-v1", "large-v2"))
