@@ -171,9 +171,13 @@ def served(prefect_server: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
         def deployment() -> Any:
             with get_client(sync_client=True) as prefect:
                 try:
-                    return prefect.read_deployment_by_name("rollout/rollout")
+                    found = prefect.read_deployment_by_name("rollout/rollout")
                 except Exception:  # noqa: BLE001 - not registered yet
                     return None
+            # The Prefect server is the session's: an earlier test's serve registered the same deployment
+            # with its own defaults. Wait until this serve has registered it (its default is ours), or
+            # the form would load with that test's defaults.
+            return found if found.parameters.get("started_by") == "release-manager" else None
 
         yield db_url, wait_until(deployment, 90, "the served deployment")
     finally:
