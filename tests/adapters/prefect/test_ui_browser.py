@@ -1,4 +1,8 @@
-"""A release manager in a real browser: start a rollout from the typed form, approve it at the gate, see it advance.
+"""A release manager in a real browser: the whole walk-through of issue 14 in the Prefect UI alone.
+
+The first test starts a rollout from the typed form and approves it at the gate (an empty form refused first);
+the second picks a registered plan by name, schedules it with Start: Later, rejects it at the gate, then starts
+it again by name and cancels it while the candidate is live.
 
 Headless Chromium (Debian's `chromium` and `chromium-driver`, which .ci/run installs) drives the Prefect UI of a
 real Prefect server with the deployment served by `python -m rollout.adapters.prefect.serve`. The screenshots go
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +48,11 @@ def browser() -> Iterator[Any]:
 
 # Headless Chromium says it has no mouse (`(hover: none)`), and for such a device the Prefect UI draws "Start:
 # Later" as a bare date field (midnight). On a desktop with a mouse the same field opens a date-and-time picker:
-# these Blink settings make headless Chromium report a mouse, as a release manager's desktop does.
+# these Blink settings make headless Chromium report a mouse, as a release manager's desktop does. (With a mouse
+# the UI also draws its own dropdowns instead of <select>, which `choose` drives: so only scheduling uses it.)
 MOUSE = "--blink-settings=primaryHoverType=2,availableHoverTypes=2,primaryPointerType=4,availablePointerTypes=4"
-
-
-@pytest.fixture
-def desktop_browser() -> Iterator[Any]:
-    """Chromium as on a desktop with a mouse: the UI offers the date-and-time picker."""
-    yield from _chromium(MOUSE)
+desktop_chromium = contextmanager(lambda: _chromium(MOUSE))
+"""Chromium as on a desktop with a mouse: the UI offers the date-and-time picker for Start: Later."""
 
 
 def _chromium(*extra: str) -> Iterator[Any]:
@@ -377,19 +379,26 @@ def open_run_form_by_name(driver: Any, ui: str, deployment: Any, name: str) -> N
     wait_until(lambda: driver.find_elements(
         "xpath", "//button[normalize-space()='Plan (registered name)']"), 30, "the plan's three ways in")
     click(driver, "Plan (registered name)")
-    type_into(driver, "Plan name", name)
+    type_into(driver, "Plan name", name + "\t")  # leave the field, so the form has taken the name before Submit
+    wait_until(lambda: prop(driver, "Plan name").find_element("xpath", ".//textarea|.//input")
+               .get_attribute("value") == name, 10, "the plan name in its field")
+    time.sleep(1)  # the form re-validates on leaving the field; a click before that is lost
 
 
 def submit_new_run(driver: Any, deployment: Any) -> Any:
     """Submit the run form; the flow run it created."""
     known = {r.id for r in flow_runs(deployment)}
     click(driver, "Submit")
-    return wait_until(lambda: next((r for r in flow_runs(deployment) if r.id not in known), None), 60,
-                      "the new flow run")
+    try:
+        return wait_until(lambda: next((r for r in flow_runs(deployment) if r.id not in known), None), 60,
+                          "the new flow run")
+    except AssertionError:
+        shoot(driver, "x-no-new-run")
+        raise
 
 
 def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_ui(
-        desktop_browser: Any, served: tuple[str, Any], prefect_server: Any, tmp_path: Path) -> None:
+        browser: Any, served: tuple[str, Any], prefect_server: Any, tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from prefect.client.orchestration import get_client
@@ -397,7 +406,6 @@ def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    browser = desktop_browser
     db_url, deployment = served
     engine = make_engine(db_url)
     ui = prefect_server.ui_url.rstrip("/")
@@ -408,24 +416,25 @@ def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_
                  "--by", "release-manager"]) == 0
 
     # When the release manager picks it by name and chooses Start: Later, about two minutes ahead
-    open_run_form_by_name(browser, ui, deployment, "summarizer-walk")
-    click(browser, "Later")
-    browser.find_element(By.XPATH, "//button[contains(@class,'p-date-button__control')]").click()
-    picker = browser.find_element(By.XPATH, "//div[contains(@class,'p-date-picker')]")
-    click(picker, "Now")  # today, now; then the time of day two minutes on (the field takes hours and minutes)
-    hour, minute, at_ms = browser.execute_script(
-        "const t = new Date(Date.now() + 120000); return [t.getHours(), t.getMinutes(), t.getTime()]")
-    time_of_day = picker.find_element(By.XPATH, ".//input[@type='time']")
-    time_of_day.click()
-    time_of_day.send_keys(Keys.LEFT, Keys.LEFT, f"{(hour % 12) or 12:02d}{minute:02d}{'AM' if hour < 12 else 'PM'}")
-    chosen = datetime.fromtimestamp(at_ms / 1000, UTC).replace(second=0, microsecond=0)
-    shoot(browser, "9-start-later-picker")
-    click(picker, "Apply")
-    chosen_text = browser.find_element(By.XPATH, "//button[contains(@class,'p-date-button__control')]").text
-    assert f"{(hour % 12) or 12}:{minute:02d}" in chosen_text, chosen_text
-    shoot(browser, "10-start-later", top=browser.find_element(By.XPATH, "//*[contains(@class,'flow-run-create-form-when')]"))
-    submitted_at = datetime.now(UTC)
-    run = submit_new_run(browser, deployment)
+    with desktop_chromium() as desktop:
+        open_run_form_by_name(desktop, ui, deployment, "summarizer-walk")
+        click(desktop, "Later")
+        desktop.find_element(By.XPATH, "//button[contains(@class,'p-date-button__control')]").click()
+        picker = desktop.find_element(By.XPATH, "//div[contains(@class,'p-date-picker')]")
+        click(picker, "Now")  # today, now; then the time of day two minutes on (the field takes hours and minutes)
+        hour, minute, at_ms = desktop.execute_script(
+            "const t = new Date(Date.now() + 120000); return [t.getHours(), t.getMinutes(), t.getTime()]")
+        time_of_day = picker.find_element(By.XPATH, ".//input[@type='time']")
+        time_of_day.click()
+        time_of_day.send_keys(Keys.LEFT, Keys.LEFT, f"{(hour % 12) or 12:02d}{minute:02d}{'AM' if hour < 12 else 'PM'}")
+        chosen = datetime.fromtimestamp(at_ms / 1000, UTC).replace(second=0, microsecond=0)
+        shoot(desktop, "9-start-later-picker")
+        click(picker, "Apply")
+        chosen_text = desktop.find_element(By.XPATH, "//button[contains(@class,'p-date-button__control')]").text
+        assert f"{(hour % 12) or 12}:{minute:02d}" in chosen_text, chosen_text
+        shoot(desktop, "10-start-later", top=desktop.find_element(By.XPATH, "//*[contains(@class,'flow-run-create-form-when')]"))
+        submitted_at = datetime.now(UTC)
+        run = submit_new_run(desktop, deployment)
     # Then the flow run is Scheduled for the minute chosen, with the plan by name
     assert run.state.name == "Scheduled", run.state
     scheduled_at = run.state.state_details.scheduled_time
@@ -504,8 +513,11 @@ def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_
     assert ended.state.name == "RolledBack" and "rejected by Grace" in ended.state.message, ended.state
 
     # When they start the plan again by name, now, and the candidate is live at the canary stage
-    open_run_form_by_name(browser, ui, deployment, "summarizer-walk")
-    again = submit_new_run(browser, deployment)
+    # (In the no-mouse browser this second by-name Submit showed "Oops. Something went wrong." and created no run;
+    # from the desktop browser, as the first by-name start, it works.)
+    with desktop_chromium() as desktop:
+        open_run_form_by_name(desktop, ui, deployment, "summarizer-walk")
+        again = submit_new_run(desktop, deployment)
     ramping = wait_until(lambda: status_of(again.id, "ramping"), 180, "the second run to ramp", every=1)
     with transaction(engine) as s:
         assert set(flag_store.get_flag(s, "summarizer").allocations.values()) == {30}
