@@ -520,7 +520,7 @@ def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_
         again = submit_new_run(desktop, deployment)
     ramping = wait_until(lambda: status_of(again.id, "ramping"), 180, "the second run to ramp", every=1)
     with transaction(engine) as s:
-        assert set(flag_store.get_flag(s, "summarizer").allocations.values()) == {30}
+        assert set(flag_store.get_flag(s, "summarizer").allocations.values()) == {3000}  # basis points: 30 %
     # and they press Cancel on its run page and confirm in Prefect's dialog
     browser.get(f"{ui}/runs/flow-run/{again.id}")
     wait_until(lambda: browser.find_elements(By.XPATH, "//button[normalize-space()='Cancel']"), 60, "the Cancel button")
