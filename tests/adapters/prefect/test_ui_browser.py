@@ -525,8 +525,8 @@ def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_
     browser.get(f"{ui}/runs/flow-run/{again.id}")
     wait_until(lambda: browser.find_elements(By.XPATH, "//button[normalize-space()='Cancel']"), 60, "the Cancel button")
     click(browser, "Cancel")
-    dialog = browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]")
-    assert "Cancel Flow Run" in dialog.text, dialog.text
+    dialog = wait_until(lambda: next((m for m in browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]")
+                                      if "Cancel Flow Run" in m.text), None), 30, "Prefect's cancel dialog")
     shoot(browser, "13-cancel-dialog")
     click(dialog, "Confirm")
     # Then the plan's on_abort puts everyone back on the baseline and the rollout is aborted
