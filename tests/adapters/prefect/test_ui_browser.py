@@ -1,4 +1,8 @@
-"""A release manager in a real browser: start a rollout from the typed form, approve it at the gate, see it advance.
+"""A release manager in a real browser: the whole walk-through of issue 14 in the Prefect UI alone.
+
+The first test starts a rollout from the typed form and approves it at the gate (an empty form refused first);
+the second picks a registered plan by name, schedules it with Start: Later, rejects it at the gate, then starts
+it again by name and cancels it while the candidate is live.
 
 Headless Chromium (Debian's `chromium` and `chromium-driver`, which .ci/run installs) drives the Prefect UI of a
 real Prefect server with the deployment served by `python -m rollout.adapters.prefect.serve`. The screenshots go
@@ -15,12 +19,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rollout import RolloutClient
+from rollout.adapters.cli.main import main
 from rollout.store import flags as flag_store
 from rollout.store import migrate
 from rollout.store import rollouts as rollout_store
@@ -37,6 +43,19 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
+    yield from _chromium()
+
+
+# Headless Chromium says it has no mouse (`(hover: none)`), and for such a device the Prefect UI draws "Start:
+# Later" as a bare date field (midnight). On a desktop with a mouse the same field opens a date-and-time picker:
+# these Blink settings make headless Chromium report a mouse, as a release manager's desktop does. (With a mouse
+# the UI also draws its own dropdowns instead of <select>, which `choose` drives: so only scheduling uses it.)
+MOUSE = "--blink-settings=primaryHoverType=2,availableHoverTypes=2,primaryPointerType=4,availablePointerTypes=4"
+desktop_chromium = contextmanager(lambda: _chromium(MOUSE))
+"""Chromium as on a desktop with a mouse: the UI offers the date-and-time picker for Start: Later."""
+
+
+def _chromium(*extra: str) -> Iterator[Any]:
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
     from selenium import webdriver
@@ -44,7 +63,7 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800",
-                "--disable-gpu", "--no-first-run"):
+                "--disable-gpu", "--no-first-run", *extra):
         options.add_argument(arg)
     options.binary_location = CHROMIUM
     # A driver given by path: selenium never tries to download one (there is no internet).
@@ -324,4 +343,215 @@ def test_a_release_manager_starts_and_approves_a_rollout_in_the_prefect_ui(
     assert browser.execute_script("return arguments[0].naturalWidth", chart) > 0
     assert browser.execute_script("return arguments[0].getBoundingClientRect().width", chart) > 200
     chart.screenshot(str(OUT / "8-summary-chart.png"))  # the chart alone, as the UI drew it
+    engine.dispose()
+
+
+# --- the rest of the walk-through: by name, later, reject, cancel ------------------------------------
+
+WALK_PLAN = """\
+flag: summarizer
+baseline: current
+candidate: new-model
+stages:
+  - {name: canary, kind: ramp, percent: 30, min_samples: 50, min_duration: 1s}
+  - {name: full, kind: full, approval: required}
+metrics:
+  - {name: error, kind: binary, better: lower, margin: 0.05}
+check_interval: 1s
+completion: {tolerance: "20%"}
+"""
+
+
+def flow_runs(deployment: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as prefect:
+        return prefect.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+
+
+def flow_run(flow_run_id: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        return prefect.read_flow_run(flow_run_id)
+
+
+def open_run_form_by_name(driver: Any, ui: str, deployment: Any, name: str) -> None:
+    """The deployment's run page with "Plan (registered name)" picked and the name typed."""
+    driver.get(f"{ui}/deployments/deployment/{deployment.id}/run")
+    wait_until(lambda: driver.find_elements(
+        "xpath", "//button[normalize-space()='Plan (registered name)']"), 30, "the plan's three ways in")
+    click(driver, "Plan (registered name)")
+    type_into(driver, "Plan name", name + "\t")  # leave the field, so the form has taken the name before Submit
+    wait_until(lambda: prop(driver, "Plan name").find_element("xpath", ".//textarea|.//input")
+               .get_attribute("value") == name, 10, "the plan name in its field")
+    time.sleep(1)  # the form re-validates on leaving the field; a click before that is lost
+
+
+def submit_new_run(driver: Any, deployment: Any) -> Any:
+    """Submit the run form; the flow run it created."""
+    known = {r.id for r in flow_runs(deployment)}
+    click(driver, "Submit")
+    try:
+        return wait_until(lambda: next((r for r in flow_runs(deployment) if r.id not in known), None), 60,
+                          "the new flow run")
+    except AssertionError:
+        shoot(driver, "x-no-new-run")
+        raise
+
+
+def test_a_release_manager_schedules_by_name_rejects_and_cancels_in_the_prefect_ui(
+        browser: Any, served: tuple[str, Any], prefect_server: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    db_url, deployment = served
+    engine = make_engine(db_url)
+    ui = prefect_server.ui_url.rstrip("/")
+    # Given a plan registered by name (as `rollout plan register` does it) whose last stage needs approval
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(WALK_PLAN)
+    assert main(["--db", db_url, "plan", "register", str(plan_file), "--name", "summarizer-walk",
+                 "--by", "release-manager"]) == 0
+
+    # When the release manager picks it by name and chooses Start: Later, about two minutes ahead
+    with desktop_chromium() as desktop:
+        open_run_form_by_name(desktop, ui, deployment, "summarizer-walk")
+        click(desktop, "Later")
+        desktop.find_element(By.XPATH, "//button[contains(@class,'p-date-button__control')]").click()
+        picker = desktop.find_element(By.XPATH, "//div[contains(@class,'p-date-picker')]")
+        click(picker, "Now")  # today, now; then the time of day two minutes on (the field takes hours and minutes)
+        hour, minute, at_ms = desktop.execute_script(
+            "const t = new Date(Date.now() + 120000); return [t.getHours(), t.getMinutes(), t.getTime()]")
+        time_of_day = picker.find_element(By.XPATH, ".//input[@type='time']")
+        time_of_day.click()
+        time_of_day.send_keys(Keys.LEFT, Keys.LEFT, f"{(hour % 12) or 12:02d}{minute:02d}{'AM' if hour < 12 else 'PM'}")
+        chosen = datetime.fromtimestamp(at_ms / 1000, UTC).replace(second=0, microsecond=0)
+        shoot(desktop, "9-start-later-picker")
+        click(picker, "Apply")
+        chosen_text = desktop.find_element(By.XPATH, "//button[contains(@class,'p-date-button__control')]").text
+        assert f"{(hour % 12) or 12}:{minute:02d}" in chosen_text, chosen_text
+        shoot(desktop, "10-start-later", top=desktop.find_element(By.XPATH, "//*[contains(@class,'flow-run-create-form-when')]"))
+        submitted_at = datetime.now(UTC)
+        run = submit_new_run(desktop, deployment)
+    # Then the flow run is Scheduled for the minute chosen, with the plan by name
+    assert run.state.name == "Scheduled", run.state
+    scheduled_at = run.state.state_details.scheduled_time
+    assert chosen <= scheduled_at < chosen + timedelta(minutes=1), (scheduled_at, chosen)
+    assert run.parameters["plan"]["name"] == "summarizer-walk", run.parameters
+    browser.get(f"{ui}/runs/flow-run/{run.id}")
+    wait_until(lambda: "Scheduled" in browser.page_source, 60, "the scheduled run's page")
+    shoot(browser, "11-scheduled-run")
+    # and it starts at that time: the served runner takes a run up to its prefetch (10 s) early, never sooner
+    started = wait_until(lambda: (r := flow_run(run.id)).start_time and r, 240, "the scheduled run to start", every=2)
+    assert started.start_time >= scheduled_at - timedelta(seconds=10), (started.start_time, scheduled_at)
+    assert started.start_time - submitted_at > timedelta(seconds=45), (started.start_time, submitted_at)
+
+    # When the app's traffic gives the judge evidence and the run waits at the approval gate
+    with RolloutClient(db_url, listen=False, refresh_interval=0.2) as client:
+        traffic = Traffic(client, "summarizer", candidate=VariantBehaviour(), seed=7)
+
+        def play() -> None:
+            if "summarizer" in client.flag_versions():
+                traffic.run(150)
+                client.flush(timeout=30)
+
+        def status_of(flow_run_id: Any, status: str) -> Any:
+            with transaction(engine) as s:
+                record = rollout_store.latest_rollout(s, "summarizer")
+            return (record if record is not None and str(record.flow_run_id) == str(flow_run_id)
+                    and record.state.status.value == status else None)
+
+        try:
+            record = wait_until(lambda: status_of(run.id, "awaiting_approval"), 240, "the approval gate", between=play)
+        except AssertionError:
+            shoot(browser, "x-no-approval-gate")
+            raise AssertionError(f"no approval gate; the runs: {runs_of(deployment)}; serve.log ends:\n"
+                                 f"{tail(OUT / 'serve.log')}") from None
+    assert record.plan["stages"][1]["approval"] == "required"
+    # and the release manager opens the run, presses Resume and rejects with their name and why
+    browser.get(f"{ui}/runs/flow-run/{run.id}")
+    wait_until(lambda: browser.find_elements(By.XPATH, "//button[normalize-space()='Resume']"), 60, "the Resume button")
+    click(browser, "Resume")
+    modal = browser.find_element(By.XPATH, "//div[contains(@class,'p-modal')]")
+    choose(modal, "Decision", "reject")
+    type_into(modal, "Comment", "support tickets up")
+    type_into(modal, "Approver", "Grace\t")  # leave the field: the form re-validates before the click
+    time.sleep(1)
+    shoot(browser, "12-reject-form")
+    click(modal, "Submit")
+    # Then the rollout is rolled back as the plan says for a rejection, and the run ends RolledBack
+    browser.implicitly_wait(0)
+    last_click = time.monotonic()
+
+    def click_again_if_still_open() -> None:  # as in the first test: a click lost while the form re-validated
+        nonlocal last_click
+        modals = browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]")
+        if time.monotonic() - last_click > 20 and modals:
+            try:
+                click(modals[0], "Submit")
+            except Exception:  # noqa: BLE001 - the form closed between the look and the click
+                pass
+            last_click = time.monotonic()
+
+    rejected = wait_until(lambda: status_of(run.id, "rolled_back"), 180, "the rejection", every=1,
+                          between=click_again_if_still_open)
+    browser.implicitly_wait(15)
+    assert "rejected by Grace" in rejected.state.reason, rejected.state.reason
+    with transaction(engine) as s:
+        flag = flag_store.get_flag(s, "summarizer")
+        audit = flag_store.audit_log(s, "summarizer")
+        approvals = rollout_store.approvals(s, rejected.id)
+    assert flag.phase.value == "rolled_back" and set(flag.allocations.values()) == {0}, flag
+    # and the flag serves everyone the baseline, and the audit log names who rejected it
+    with RolloutClient(db_url, listen=False) as client:
+        assert {client.assign("summarizer", f"user-{i}", {}).variant for i in range(50)} == {"current"}
+    assert [(a.approved, a.approver, a.comment) for a in approvals] == [(False, "Grace", "support tickets up")]
+    assert any(e.actor == "Grace" and e.action == "rollout.reject" for e in audit), audit
+    ended = wait_until(lambda: (r := flow_run(run.id)).state.is_final() and r, 120, "the rejected run to end")
+    assert ended.state.name == "RolledBack" and "rejected by Grace" in ended.state.message, ended.state
+
+    # When they start the plan again by name, now, and the candidate is live at the canary stage
+    # (In the no-mouse browser this second by-name Submit showed "Oops. Something went wrong." and created no run;
+    # from the desktop browser, as the first by-name start, it works.)
+    with desktop_chromium() as desktop:
+        open_run_form_by_name(desktop, ui, deployment, "summarizer-walk")
+        again = submit_new_run(desktop, deployment)
+    ramping = wait_until(lambda: status_of(again.id, "ramping"), 180, "the second run to ramp", every=1)
+    with transaction(engine) as s:
+        assert set(flag_store.get_flag(s, "summarizer").allocations.values()) == {3000}  # basis points: 30 %
+    # and they press Cancel on its run page and confirm in Prefect's dialog
+    browser.get(f"{ui}/runs/flow-run/{again.id}")
+    wait_until(lambda: browser.find_elements(By.XPATH, "//button[normalize-space()='Cancel']"), 60, "the Cancel button")
+    click(browser, "Cancel")
+    dialog = wait_until(lambda: next((m for m in browser.find_elements(By.XPATH, "//div[contains(@class,'p-modal')]")
+                                      if "Cancel Flow Run" in m.text), None), 30, "Prefect's cancel dialog")
+    shoot(browser, "13-cancel-dialog")
+    click(dialog, "Confirm")
+    # Then the plan's on_abort puts everyone back on the baseline and the rollout is aborted
+    aborted = wait_until(lambda: status_of(again.id, "aborted"), 120, "the abort", every=1)
+    assert aborted.id == ramping.id and "cancel" in aborted.state.reason.lower(), aborted.state
+    with transaction(engine) as s:
+        flag = flag_store.get_flag(s, "summarizer")
+    assert flag.phase.value == "rolled_back" and set(flag.allocations.values()) == {0}, flag
+
+    # and the run's log says so in one WARNING line
+    def said() -> list[Any]:
+        with get_client(sync_client=True) as prefect:
+            logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[again.id])))
+        return [log for log in logs if "was applied" in log.message]
+
+    lines = wait_until(said, 60, "the on_abort line in the run's log")
+    assert [(log.level, log.message) for log in lines] == [(30, (
+        "flow run cancelled: the rollout is aborted and the plan's on_abort (rollback) was applied: "
+        "the flag summarizer serves everyone the baseline (current) again"))]
+    assert flow_run(again.id).state.name in ("Cancelling", "Cancelled")
+    browser.get(f"{ui}/runs/flow-run/{again.id}")
+    wait_until(lambda: "was applied" in browser.page_source, 60, "the run page's logs")
+    shoot(browser, "14-cancelled-run")
     engine.dispose()
