@@ -58,9 +58,8 @@ def grade_round(engine: Engine, *, flag_id: int, rollout_id: int, spec: OnlineEv
                 judge: Callable[[Any, Any], Any], now: datetime, limit: int = ROUND_LIMIT,
                 concurrency: int = CONCURRENCY) -> GradingRound:
     with transaction(engine) as session:
-        spent_hour, _, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
-                                       since=now - timedelta(hours=1))
-        spent_total, _, dearest = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
+        spent_hour, spent_total, _, dearest = _meter(session, flag_id=flag_id, rollout_id=rollout_id, spec=spec,
+                                                     now=now)
         samples = ungraded(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name, limit=limit)
     graded = failed = 0
     cost = 0.0
@@ -118,12 +117,19 @@ def judge_states(session: Session, *, flag_id: int, rollout_id: int, specs: Sequ
     """Each judge's meter, read from the grades stored (so any process can show it, not only the flow)."""
     out = []
     for spec in specs:
-        hour, _, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
-                                 since=now - timedelta(hours=1))
-        total, grades, dearest = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
+        hour, total, grades, dearest = _meter(session, flag_id=flag_id, rollout_id=rollout_id, spec=spec, now=now)
         out.append(JudgeState(spec.name, grades, hour, total, spec.per_hour, spec.total,
                               spec.exhausted(hour, total, dearest or None)))
     return tuple(out)
+
+
+def _meter(session: Session, *, flag_id: int, rollout_id: int, spec: OnlineEval,
+           now: datetime) -> tuple[float, float, int, float]:
+    """A judge's spend over the last hour and the whole rollout, its grades, and its dearest grade."""
+    hour, _, _ = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name,
+                             since=now - timedelta(hours=1))
+    total, grades, dearest = judge_spend(session, flag_id=flag_id, rollout_id=rollout_id, judge=spec.name)
+    return hour, total, grades, dearest
 
 
 def grade_online(run: RolloutRun, now: datetime | None = None) -> tuple[GradingRound, ...]:

@@ -333,11 +333,7 @@ class _RunPage:
         rows = display_rows(result.details)
         if rows:
             self._put("verdict", rows, f"Check {result.sequence}: {result.step.action.value}")
-        with self.run.store.transaction() as unit:
-            view = rollout_status(unit.session, plan.flag, namespace=self.run.namespace)  # type: ignore[attr-defined]
-            decisions = rollout_store.decisions(unit.session, self.run.rollout_id)  # type: ignore[attr-defined]
-        chart = bounds_markdown(decisions, f"{plan.flag}: each metric's bounds against its margin")
-        self._put("summary", summary_markdown(view, chart), f"Rollout #{self.run.rollout_id} of {plan.flag}")
+        self._put("summary", summary_card(self.run.store, plan.flag), f"Rollout #{self.run.rollout_id} of {plan.flag}")
 
     def _put(self, what: str, data: Any, description: str) -> None:
         if self.sent.get(what) == data:
@@ -353,6 +349,14 @@ class _RunPage:
         payload = json.dumps(data) if isinstance(data, list) else data
         with get_client(sync_client=True) as client:
             client.update_artifact(self.ids[what], ArtifactUpdate(data=payload, description=description))
+
+
+def summary_card(store: SqlStore, flag: str) -> str:
+    """The summary card of the flag's latest rollout, as the run page shows it: its status and its bounds chart."""
+    with store.transaction() as unit:
+        view = rollout_status(unit.session, flag, namespace=store.namespace)  # type: ignore[attr-defined]
+        decisions = rollout_store.decisions(unit.session, view.rollout.id) if view.rollout else []  # type: ignore[attr-defined]
+    return summary_markdown(view, bounds_markdown(decisions, f"{flag}: each metric's bounds against its margin"))
 
 
 def summary_markdown(view: StatusView, chart: str = "") -> str:
@@ -490,10 +494,7 @@ def _refresh_summary(store: SqlStore, plan: Any, flow_run_id: str) -> None:
         from prefect.client.schemas.actions import ArtifactUpdate
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-        with store.transaction() as unit:
-            view = rollout_status(unit.session, plan.flag, namespace=store.namespace)  # type: ignore[attr-defined]
-            decisions = rollout_store.decisions(unit.session, view.rollout.id) if view.rollout else []  # type: ignore[attr-defined]
-        text = summary_markdown(view, bounds_markdown(decisions, f"{plan.flag}: each metric's bounds against its margin"))
+        text = summary_card(store, plan.flag)
         with get_client(sync_client=True) as client:
             cards = client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=[_key(plan.flag, "summary")]),
