@@ -65,7 +65,10 @@ COST_PLAN = _SPEC["cost_usd"]  # statistic: mean (the bill), 15 %
 COST_0 = replace(COST_PLAN, margin=0.0)
 COST_LOG = replace(COST_PLAN, scale="log")  # the typical request
 P95 = MetricSpec("latency_p95", better="lower", margin=0.10, relative=True, quantile=0.95, source="latency_ms")
-FOUR = list(PLAN.metrics)  # the example plan: error, latency (typical), cost (mean), quality
+# The example plan's own metrics: error, latency (typical), cost (mean), quality. Its online judges' metrics
+# (graded answers) are left out: the simulated traffic has no answers to grade.
+_JUDGED = {j.name for j in PLAN.online_evals}
+FOUR = [m for m in PLAN.metrics if m.metric not in _JUDGED]
 FIVE = [replace(m, margin=0.0) for m in FOUR + [P95]]  # detection: margin 0 on every metric, as one metric has
 SLACK = 4.0  # the real judge is called where the twin's e-value is within this factor of the boundary
 CROSS_RUNS = 6  # runs per world where the real judge checks every look beside the twin (1 where checks are dear)
