@@ -23,6 +23,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     bodies: list[tuple[int, bytes]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)   # with keep_bodies: which request each body answered
     elapsed: float = 0.0
     errors: int = 0
 
@@ -67,7 +68,8 @@ async def _worker(host: str, port: int, requests: Sequence[bytes], start: int, d
     try:
         while perf() < deadline and budget[0] > 0:
             budget[0] -= 1
-            payload = requests[i % n]
+            index = i % n
+            payload = requests[index]
             i += 1
             t0 = perf()
             writer.write(payload)
@@ -82,6 +84,7 @@ async def _worker(host: str, port: int, requests: Sequence[bytes], start: int, d
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if keep_bodies:
                 result.bodies.append((status, body))
+                result.sent.append(index)
     finally:
         writer.close()
 
