@@ -42,7 +42,7 @@ from rollout.store.db import make_engine, transaction  # noqa: E402
 from rollout.store.models import Decision, Flag, Rollout, utcnow  # noqa: E402
 from rollout.store.tokens import create_token  # noqa: E402
 from rollout.testing import ScriptedEvidence, passing  # noqa: E402
-from tests.harness.faults import FAST, RAMP_PLAN, empty_postgres, outcome_counts  # noqa: E402
+from tests.harness.faults import FAST, RAMP_PLAN, empty_postgres, outcome_counts, record_until_closed  # noqa: E402
 from tests.harness.tcp_proxy import Mode, TcpProxy  # noqa: E402
 
 # Sizes (run.py --quick lowers them; read at call time).
@@ -228,16 +228,7 @@ def close_while_recording(_proxy: TcpProxy, url: str, direct: Engine) -> dict[st
     client = _client(url, batch_size=500)
     accepted, refused = [0] * 4, [0] * 4
 
-    def app(k: int) -> None:
-        i = 0
-        while True:
-            try:
-                client.record("summarizer", f"user-{k}-{i}", {"latency_ms": 1.0, "error": 0})
-            except ClientClosedError:
-                refused[k] += 1
-                return
-            accepted[k] += 1
-            i += 1
+    app = record_until_closed(client, accepted, refused)
 
     threads = [threading.Thread(target=app, args=(k,), name=f"bench-app-{k}") for k in range(4)]
     for t in threads:

@@ -232,8 +232,7 @@ def rollout_status(session: Session, flag_key: str, *, namespace: str = "default
 
     evals = {plan.stages[i].name: gate_rows(session, record.id, i, plan)
              for i in range(len(plan.stages)) if plan.stages[i].eval is not None and i <= max(state.stage_index, 0)}
-    judges = judge_states(session, flag_id=record.flag_id, rollout_id=record.id, specs=plan.online_evals, now=now)
-    cost = cost_attribution(session, plan, flag_id=record.flag_id, rollout_id=record.id, judges=judges, now=now)
+    judges, cost = _spend(session, record, plan, now)
     view = RolloutView(
         id=record.id, status=state.status.value, lost=record.lost(now), stage_index=state.stage_index,
         stage=stage_name(plan, state.stage_index) if state.stage_index < len(plan.stages) else None,
@@ -324,9 +323,13 @@ def rollout_history(session: Session, flag_key: str, *, namespace: str = "defaul
 
 
 def _rollout_cost(session: Session, record: Any, now: datetime) -> CostView:
-    plan = load_plan(record.plan)
+    return _spend(session, record, load_plan(record.plan), now)[1]
+
+
+def _spend(session: Session, record: Any, plan: RolloutPlan, now: datetime) -> tuple[tuple[JudgeState, ...], CostView]:
+    """The judges' meters and the rollout's cost per arm and stratum (status and history show both)."""
     judges = judge_states(session, flag_id=record.flag_id, rollout_id=record.id, specs=plan.online_evals, now=now)
-    return cost_attribution(session, plan, flag_id=record.flag_id, rollout_id=record.id, judges=judges, now=now)
+    return judges, cost_attribution(session, plan, flag_id=record.flag_id, rollout_id=record.id, judges=judges, now=now)
 
 
 def tell_if_lost(store: Store, flag_key: str, tell: Callable[[RolloutRecord, str], None], *,

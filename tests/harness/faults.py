@@ -51,4 +51,22 @@ def outcome_counts(engine: Engine) -> tuple[int, int, int]:
     return int(rows or 0), int(keys or 0), int(extra or 0)
 
 
-__all__ = ["FAST", "RAMP_PLAN", "empty_postgres", "outcome_counts"]
+def record_until_closed(client: Any, accepted: list[int], refused: list[int]) -> Any:
+    """An app thread's body for `k`: record outcomes flat out, counting them, until `record()` says closed."""
+    from rollout.errors import ClientClosedError
+
+    def app(k: int) -> None:
+        i = 0
+        while True:
+            try:
+                client.record("summarizer", f"user-{k}-{i}", {"latency_ms": 1.0, "error": 0})
+            except ClientClosedError:
+                refused[k] += 1
+                return
+            accepted[k] += 1
+            i += 1
+
+    return app
+
+
+__all__ = ["FAST", "RAMP_PLAN", "empty_postgres", "outcome_counts", "record_until_closed"]

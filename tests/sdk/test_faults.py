@@ -19,7 +19,7 @@ from rollout.errors import ClientClosedError
 from rollout.store import flags as store
 from rollout.store.db import make_engine, transaction
 from rollout.store.models import Flag, Rollout, utcnow
-from tests.harness.faults import FAST, outcome_counts
+from tests.harness.faults import FAST, outcome_counts, record_until_closed
 from tests.harness.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -179,16 +179,7 @@ def test_close_while_four_threads_record_stores_everything_it_accepted(direct: E
     accepted = [0, 0, 0, 0]
     refused = [0, 0, 0, 0]
 
-    def app(k: int) -> None:
-        i = 0
-        while True:
-            try:
-                client.record("summarizer", f"user-{k}-{i}", {"latency_ms": 1.0, "error": 0})
-            except ClientClosedError:
-                refused[k] += 1
-                return
-            accepted[k] += 1
-            i += 1
+    app = record_until_closed(client, accepted, refused)
 
     threads = [threading.Thread(target=app, args=(k,)) for k in range(4)]
     for t in threads:
