@@ -59,7 +59,9 @@ CONTROLLER_RUNS = ("blip", "controller_partition", "stopped", "stopped_in_partit
 REFRESH_INTERVAL, REFRESH_TIMEOUT = 0.2, 1.0   # the SDK's and the service's, short so STALE shows in seconds
 SERVER_ENV = {"ROLLOUT_API_REFRESH_INTERVAL": str(REFRESH_INTERVAL), "ROLLOUT_API_REFRESH_TIMEOUT": str(REFRESH_TIMEOUT),
               "ROLLOUT_API_TOKEN_TTL": "0.5", "ROLLOUT_API_TOKEN_TIMEOUT": "0.5",
-              "ROLLOUT_DB_CONNECT_TIMEOUT": "2", "ROLLOUT_DB_IO_TIMEOUT": "3", "ROLLOUT_DB_STATEMENT_TIMEOUT": "5"}
+              "ROLLOUT_DB_CONNECT_TIMEOUT": "2", "ROLLOUT_DB_IO_TIMEOUT": "3", "ROLLOUT_DB_STATEMENT_TIMEOUT": "5",
+              # off: the outage loop asks as fast as it can, and a 429 would read as an unanswered request
+              "ROLLOUT_API_RATE_LIMIT": "0"}
 ITEMS = 50
 
 
